@@ -1,0 +1,381 @@
+"""Baseline distillation losses under the ASKD loss interface (spec §6).
+
+Each takes a :class:`~askd_ref.DistillBatch` and the global sample counts and returns a
+:class:`~askd_ref.LossOutput`; the reduction is the same as ASKD's (pool each sample over its
+tokens with a token mean, average over samples). Which samples each term sees:
+
+=============== ============================================================================
+``seqkd``       NLL −S̄_θ(y) on TGOs (sequence-level KD, Kim & Rush 2016)
+``kd``          FKL(p‖q) per token on TGOs (word-level KD)
+``rkl``         RKL(q‖p) per token on SGOs (on-policy reverse KL; GKD with λ = 1, β = 1)
+``gkd``         JSD_β, β = 0.5, per token on all samples (GKD, Agarwal et al. 2024)
+``distillm``    SRKL_α, α = 0.1, full mixture gradient, per token on all samples (DistiLLM)
+``distillm2``   SKL_α on TGOs + SRKL_α with stopped mixture on SGOs, α = 0.1 (DistiLLM-2)
+``advantage_kd`` FKL on TGOs + −sg(A)·S̄_θ(y) on SGOs with group-normalised advantages
+               A = (r − mean_group r)/(std_group r + ε_A) ("GRPO-like")
+=============== ============================================================================
+
+For methods on "all samples" the normaliser is N_T + N_S. DistiLLM-2's released trainer
+weights its two terms (2 − β)·SKL + β·SRKL with β = 1 by default, i.e. a plain sum of the two
+means, which is what ``distillm2`` computes; the paper's CALD loss (its Eq. 5) has an extra
+factor 1/2, a constant rescaling.
+"""
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from askd_ref.losses import (
+    DistillBatch,
+    LossOutput,
+    _mean,
+    _split_counts,
+    askd_loss,
+    dense_askd_loss,
+    packed_token_divergence,
+    pool_sums,
+)
+from askd_ref.options import ASKDOptions
+from askd_ref.sequence import check_token_batch, pool
+
+__all__ = [
+    "LOSS_FUNCTIONS",
+    "METHODS",
+    "advantage_kd_loss",
+    "compute_loss",
+    "distillm2_loss",
+    "distillm_loss",
+    "gkd_loss",
+    "group_advantages",
+    "kd_loss",
+    "rkl_loss",
+    "seqkd_loss",
+]
+
+
+def _dense_mean(
+    batch: DistillBatch,
+    rows: Tensor,
+    divergence: str,
+    param: float,
+    count: int,
+    mixture_grad: str = "full",
+) -> tuple[Tensor, float]:
+    """Σ over the selected samples of their token-mean divergence, / count; and the token mean."""
+    sums, lengths = packed_token_divergence(batch, rows, divergence, param, mixture_grad)
+    per_sample = pool_sums(sums, lengths, "mean")
+    return per_sample.sum() / count, float(sums.detach().sum() / lengths.sum())
+
+
+def _finish(terms: list[Tensor], batch: DistillBatch, diagnostics: dict[str, float]) -> LossOutput:
+    if not terms:
+        raise ValueError("the batch holds no samples of the kind this method trains on")
+    return LossOutput(loss=torch.stack(terms).sum(), sample_count=batch.batch_size, diagnostics=diagnostics)
+
+
+def seqkd_loss(batch: DistillBatch, *, num_tgo: int | None = None, num_sgo: int | None = None) -> LossOutput:
+    r"""Sequence-level KD: token-mean NLL of teacher-generated outputs.
+
+    .. math:: L = \frac{1}{N_T}\sum_{i\in\mathrm{TGO}} -\bar S_\theta(y_i)
+
+    A loss value (cross-entropy of the TGOs); SGO rows are ignored. ASKD's E11 at α → 0.
+
+    Example:
+        >>> import torch
+        >>> s = torch.tensor([[-1.0, -3.0]], requires_grad=True)
+        >>> b = DistillBatch(mask=torch.ones(1, 2, dtype=torch.bool), is_tgo=torch.tensor([True]),
+        ...                  student_token_logp=s)
+        >>> float(seqkd_loss(b).loss.detach())
+        2.0
+    """
+    batch.require("seqkd_loss", "student_token_logp")
+    tgo_rows, _, n_t, _ = _split_counts(batch, num_tgo, num_sgo)
+    terms: list[Tensor] = []
+    diagnostics: dict[str, float] = {}
+    if bool(tgo_rows.any()):
+        part = batch.select(tgo_rows)
+        s, _, m = check_token_batch(part.student_token_logp, None, part.mask)
+        nll = -pool(s, m, "mean")
+        terms.append(nll.sum() / n_t)
+        diagnostics["seqkd/nll"] = _mean(nll)
+    return _finish(terms, batch, diagnostics)
+
+
+def kd_loss(batch: DistillBatch, *, num_tgo: int | None = None, num_sgo: int | None = None) -> LossOutput:
+    r"""Word-level KD: forward KL(p‖q) per token on TGOs, token mean per sample.
+
+    .. math:: L = \frac{1}{N_T}\sum_{i\in\mathrm{TGO}} \operatorname*{mean}_t \mathrm{KL}(p_t\|q_t)
+
+    Returns true divergence values (0 at p = q). Its gradient is exact for the sequence-level
+    forward KL because teacher prefixes do not depend on θ (T9).
+
+    Example:
+        >>> import torch
+        >>> lp = torch.log_softmax(torch.randn(1, 2, 5), -1)
+        >>> b = DistillBatch(mask=torch.ones(1, 2, dtype=torch.bool), is_tgo=torch.tensor([True]),
+        ...                  student_logp=lp, teacher_logp=lp)
+        >>> float(kd_loss(b).loss)
+        0.0
+    """
+    batch.require("kd_loss", "student_logp", "teacher_logp")
+    tgo_rows, _, n_t, _ = _split_counts(batch, num_tgo, num_sgo)
+    terms: list[Tensor] = []
+    diagnostics: dict[str, float] = {}
+    if bool(tgo_rows.any()):
+        term, value = _dense_mean(batch, tgo_rows, "fkl", 0.0, n_t)
+        terms.append(term)
+        diagnostics["kd/fkl"] = value
+    return _finish(terms, batch, diagnostics)
+
+
+def rkl_loss(batch: DistillBatch, *, num_tgo: int | None = None, num_sgo: int | None = None) -> LossOutput:
+    r"""On-policy reverse KL: KL(q‖p) per token on SGOs, token mean per sample.
+
+    .. math:: L = \frac{1}{N_S}\sum_{j\in\mathrm{SGO}} \operatorname*{mean}_t \mathrm{KL}(q_t\|p_t)
+
+    Returns true divergence values; the gradient on sampled prefixes is G_single, not the
+    sequence-level ∇RKL (T9).
+
+    Example:
+        >>> import torch
+        >>> lp = torch.log_softmax(torch.randn(1, 2, 5), -1)
+        >>> b = DistillBatch(mask=torch.ones(1, 2, dtype=torch.bool), is_tgo=torch.tensor([False]),
+        ...                  student_logp=lp, teacher_logp=lp)
+        >>> float(rkl_loss(b).loss)
+        0.0
+    """
+    batch.require("rkl_loss", "student_logp", "teacher_logp")
+    _, sgo_rows, _, n_s = _split_counts(batch, num_tgo, num_sgo)
+    terms: list[Tensor] = []
+    diagnostics: dict[str, float] = {}
+    if bool(sgo_rows.any()):
+        term, value = _dense_mean(batch, sgo_rows, "rkl", 0.0, n_s)
+        terms.append(term)
+        diagnostics["rkl/rkl"] = value
+    return _finish(terms, batch, diagnostics)
+
+
+def gkd_loss(
+    batch: DistillBatch,
+    *,
+    beta: float = 0.5,
+    num_tgo: int | None = None,
+    num_sgo: int | None = None,
+) -> LossOutput:
+    r"""GKD: generalised JSD_β per token on all samples (TGOs and SGOs), token mean per sample.
+
+    .. math:: L = \frac{1}{N_T + N_S}\sum_{i} \operatorname*{mean}_t \mathrm{JSD}_\beta(p_t, q_t)
+
+    Returns true divergence values. β = 0.5 by default (spec §6).
+
+    Example:
+        >>> import torch
+        >>> lp = torch.log_softmax(torch.randn(2, 2, 5), -1)
+        >>> b = DistillBatch(mask=torch.ones(2, 2, dtype=torch.bool), is_tgo=torch.tensor([True, False]),
+        ...                  student_logp=lp, teacher_logp=lp)
+        >>> float(gkd_loss(b).loss)
+        0.0
+    """
+    batch.require("gkd_loss", "student_logp", "teacher_logp")
+    _, _, n_t, n_s = _split_counts(batch, num_tgo, num_sgo)
+    all_rows = torch.ones_like(batch.is_tgo)
+    term, value = _dense_mean(batch, all_rows, "gjsd", beta, n_t + n_s)
+    return _finish([term], batch, {"gkd/jsd": value})
+
+
+def distillm_loss(
+    batch: DistillBatch,
+    *,
+    alpha: float = 0.1,
+    num_tgo: int | None = None,
+    num_sgo: int | None = None,
+) -> LossOutput:
+    r"""DistiLLM: skew reverse KL SRKL_α (full mixture gradient) per token on all samples.
+
+    .. math:: L = \frac{1}{N_T + N_S}\sum_{i} \operatorname*{mean}_t \mathrm{SRKL}_\alpha(p_t, q_t)
+
+    Returns true divergence values; α = 0.1 and no detach, as DistiLLM's ``skewed_reverse_kl``.
+
+    Example:
+        >>> import torch
+        >>> lp = torch.log_softmax(torch.randn(2, 2, 5), -1)
+        >>> b = DistillBatch(mask=torch.ones(2, 2, dtype=torch.bool), is_tgo=torch.tensor([True, False]),
+        ...                  student_logp=lp, teacher_logp=lp)
+        >>> float(distillm_loss(b).loss)
+        0.0
+    """
+    batch.require("distillm_loss", "student_logp", "teacher_logp")
+    _, _, n_t, n_s = _split_counts(batch, num_tgo, num_sgo)
+    all_rows = torch.ones_like(batch.is_tgo)
+    term, value = _dense_mean(batch, all_rows, "srkl", alpha, n_t + n_s, "full")
+    return _finish([term], batch, {"distillm/srkl": value})
+
+
+def distillm2_loss(
+    batch: DistillBatch,
+    *,
+    alpha: float = 0.1,
+    num_tgo: int | None = None,
+    num_sgo: int | None = None,
+) -> LossOutput:
+    r"""DistiLLM-2 (released code defaults): SKL_α on TGOs + SRKL_α with stopped mixture on SGOs.
+
+    .. math::
+        L = \frac{1}{N_T}\sum_{i\in\mathrm{TGO}} \operatorname*{mean}_t \mathrm{SKL}_\alpha(p_t, q_t)
+          + \frac{1}{N_S}\sum_{j\in\mathrm{SGO}}
+            \operatorname*{mean}_t \mathrm{SRKL}_\alpha(p_t, \mathrm{sg}\,q_t)
+
+    Returns true divergence values (the SRKL *value* does not depend on the stop-gradient).
+    α = 0.1 for both terms, as in the released trainer (adaptive α and the β ramp are off by
+    default there). Equals :func:`~askd_ref.dense_askd_loss` with α_lo = α_hi = α, gate
+    ``"none"`` and ``mixture_grad="stop"``.
+
+    Example:
+        >>> import torch
+        >>> lp = torch.log_softmax(torch.randn(2, 2, 5), -1)
+        >>> b = DistillBatch(mask=torch.ones(2, 2, dtype=torch.bool), is_tgo=torch.tensor([True, False]),
+        ...                  student_logp=lp, teacher_logp=lp)
+        >>> float(distillm2_loss(b).loss)
+        0.0
+
+    References:
+        Ko et al., DistiLLM-2, ICML 2025 (arXiv:2503.07067); ``src/distillm_trainer.py``.
+    """
+    batch.require("distillm2_loss", "student_logp", "teacher_logp")
+    tgo_rows, sgo_rows, n_t, n_s = _split_counts(batch, num_tgo, num_sgo)
+    terms: list[Tensor] = []
+    diagnostics: dict[str, float] = {}
+    if bool(tgo_rows.any()):
+        term, value = _dense_mean(batch, tgo_rows, "skl", alpha, n_t)
+        terms.append(term)
+        diagnostics["distillm2/skl"] = value
+    if bool(sgo_rows.any()):
+        term, value = _dense_mean(batch, sgo_rows, "srkl", alpha, n_s, "stop")
+        terms.append(term)
+        diagnostics["distillm2/srkl"] = value
+    return _finish(terms, batch, diagnostics)
+
+
+def group_advantages(quality: Tensor, group: Tensor, eps: float = 1e-4) -> Tensor:
+    r"""Group-normalised advantages A = (r − mean_g r)/(std_g r + ε_A) (GRPO, population std).
+
+    .. math:: A_i = \frac{r_i - \bar r_{g(i)}}{\sigma_{g(i)} + \epsilon_A}
+
+    Not Lipschitz in r where a group's rewards are all equal (T12): with r = (1, …, 1, 1−η)
+    and G samples, A_G = −√(G−1) for every η > 0 while A = 0 at η = 0.
+
+    Example:
+        >>> import torch
+        >>> group_advantages(torch.tensor([1.0, 0.0, 1.0, 1.0]), torch.tensor([0, 0, 1, 1]))
+        tensor([ 0.9998, -0.9998,  0.0000,  0.0000])
+    """
+    ids, inverse = torch.unique(group, return_inverse=True)
+    k = ids.shape[0]
+    count = torch.zeros(k, dtype=quality.dtype, device=quality.device).index_add(
+        0, inverse, torch.ones_like(quality)
+    )
+    mean = torch.zeros_like(count).index_add(0, inverse, quality) / count
+    centred = quality - mean[inverse]
+    var = torch.zeros_like(count).index_add(0, inverse, centred**2) / count
+    return centred / (var.sqrt()[inverse] + eps)
+
+
+def advantage_kd_loss(
+    batch: DistillBatch,
+    *,
+    eps_a: float = 1e-4,
+    num_tgo: int | None = None,
+    num_sgo: int | None = None,
+) -> LossOutput:
+    r"""GRPO-like KD: FKL on TGOs plus advantage-weighted log-likelihood on SGOs.
+
+    .. math::
+        L = \frac{1}{N_T}\sum_{i\in\mathrm{TGO}} \operatorname*{mean}_t \mathrm{KL}(p_t\|q_t)
+          - \frac{1}{N_S}\sum_{j\in\mathrm{SGO}} \mathrm{sg}(A_j)\,\bar S_\theta(y_j)
+
+    with A from :func:`group_advantages` over the SGOs of each prompt (``batch.group``). The SGO
+    term is a gradient-equivalent surrogate ("advantages as multiplicative factors", the
+    comparison arm of the ASKD abstract). Groups must be complete within one call.
+
+    Example:
+        >>> import torch
+        >>> lp = torch.log_softmax(torch.zeros(2, 1, 3), -1)
+        >>> s = torch.tensor([[-1.0], [-2.0]], requires_grad=True)
+        >>> b = DistillBatch(mask=torch.ones(2, 1, dtype=torch.bool), is_tgo=torch.tensor([False, False]),
+        ...                  quality=torch.tensor([1.0, 0.0]), student_token_logp=s,
+        ...                  student_logp=lp, teacher_logp=lp, group=torch.tensor([0, 0]))
+        >>> advantage_kd_loss(b).loss.backward(); s.grad
+        tensor([[-0.5000],
+                [ 0.5000]])
+    """
+    batch.require("advantage_kd_loss", "student_logp", "teacher_logp")
+    tgo_rows, sgo_rows, n_t, n_s = _split_counts(batch, num_tgo, num_sgo)
+    terms: list[Tensor] = []
+    diagnostics: dict[str, float] = {}
+    if bool(tgo_rows.any()):
+        term, value = _dense_mean(batch, tgo_rows, "fkl", 0.0, n_t)
+        terms.append(term)
+        diagnostics["advantage_kd/fkl"] = value
+    if bool(sgo_rows.any()):
+        batch.require("advantage_kd_loss", "student_token_logp", "quality", "group")
+        part = batch.select(sgo_rows)
+        assert part.quality is not None
+        assert part.group is not None
+        s, _, m = check_token_batch(part.student_token_logp, None, part.mask)
+        from askd_ref._validation import check_range
+
+        check_range("quality", part.quality, 0.0, 1.0)
+        adv = group_advantages(part.quality.to(s.dtype), part.group, eps_a).detach()
+        terms.append(-(adv * pool(s, m, "mean")).sum() / n_s)
+        diagnostics["advantage_kd/adv_mean"] = _mean(adv)
+        diagnostics["advantage_kd/adv_abs_max"] = float(adv.abs().max())
+    return _finish(terms, batch, diagnostics)
+
+
+LossFn = Callable[..., LossOutput]
+
+#: Every training method by name: ASKD, its dense variant, and the §6 baselines.
+LOSS_FUNCTIONS: dict[str, LossFn] = {
+    "askd": askd_loss,
+    "askd-dense": dense_askd_loss,
+    "seqkd": seqkd_loss,
+    "kd": kd_loss,
+    "rkl": rkl_loss,
+    "gkd": gkd_loss,
+    "distillm": distillm_loss,
+    "distillm2": distillm2_loss,
+    "advantage_kd": advantage_kd_loss,
+}
+
+#: Method names in a stable order (ASKD first).
+METHODS: tuple[str, ...] = tuple(LOSS_FUNCTIONS)
+
+
+def compute_loss(
+    method: str,
+    batch: DistillBatch,
+    *,
+    options: ASKDOptions | None = None,
+    num_tgo: int | None = None,
+    num_sgo: int | None = None,
+) -> LossOutput:
+    """Dispatch to the loss of ``method`` (one of :data:`METHODS`) with one call signature.
+
+    ``options`` is used by ``askd`` and ``askd-dense``; the baselines have their spec-fixed
+    parameters (α = 0.1, β = 0.5, ε_A = 1e-4).
+
+    Example:
+        >>> import torch
+        >>> lp = torch.log_softmax(torch.randn(1, 2, 5), -1)
+        >>> b = DistillBatch(mask=torch.ones(1, 2, dtype=torch.bool), is_tgo=torch.tensor([True]),
+        ...                  student_logp=lp, teacher_logp=lp)
+        >>> float(compute_loss("kd", b).loss)
+        0.0
+    """
+    if method not in LOSS_FUNCTIONS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    fn = LOSS_FUNCTIONS[method]
+    if method in ("askd", "askd-dense"):
+        return fn(batch, options=options, num_tgo=num_tgo, num_sgo=num_sgo)
+    return fn(batch, num_tgo=num_tgo, num_sgo=num_sgo)

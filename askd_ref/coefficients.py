@@ -1,0 +1,159 @@
+"""Update coefficients of the RL-style form (spec §3, E5–E7, E9).
+
+A surrogate loss sg(c)·S_θ(y) has gradient c·∇S_θ(y): c > 0 pushes log q(y) down
+("distrust"), c < 0 pulls it up. The coefficients below are functions of the (detached)
+sequence log-ratio Δ = log q(y) − log p(y) and the skew α, evaluated stably in log space:
+
+* w = expit(Δ − logit α) for teacher samples (E5);
+* log u = −logaddexp(log α, log1p(−α) − Δ), u = q/((1−α)p + αq) ∈ (0, 1/α], for student
+  samples (E6, E7).
+
+Valid for |Δ| up to at least 700 in float64 and 80 in float32 without inf/NaN.
+"""
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from askd_ref._params import Param, as_tensors
+from askd_ref.options import ASKDOptions, MixtureGrad, resolve_options
+from askd_ref.schedules import quality_gate, sgo_alpha
+
+__all__ = ["clipped_sgo_coefficient", "sgo_coefficient", "tgo_coefficient"]
+
+
+def tgo_coefficient(
+    delta: Float[Tensor, "*batch"] | float, alpha: Float[Tensor, "*batch"] | float
+) -> Float[Tensor, "*batch"]:
+    r"""TGO update coefficient w(Δ; α) = σ(Δ − logit α) (spec E5).
+
+    .. math::
+        w(\Delta;\alpha) = \sigma(\Delta - \operatorname{logit}\alpha)
+          = \frac{(1-\alpha)e^{\Delta}}{\alpha + (1-\alpha)e^{\Delta}}
+
+    Derivation (T1): ∇SKL_α,seq = −E_{y∼p}[w·∇log q(y)] exactly, so −sg(w)·S_θ(y) on teacher
+    samples is an unbiased gradient-equivalent surrogate of the sequence-level skew KL. A
+    coefficient, not a loss. 0 < w < 1, w(0) = 1 − α, |∂w/∂Δ| ≤ 1/4 (T3, T4). α = 0 gives
+    w = 1 (plain NLL on TGOs), α = 1 gives w = 0.
+
+    Args:
+        delta: Δ = log q(y) − log p(y) (or its per-token mean), finite; float or tensor.
+        alpha: α ∈ [0, 1]; float or tensor broadcastable with ``delta``.
+
+    Returns:
+        w, the broadcast shape of the arguments.
+
+    Example:
+        >>> tgo_coefficient(0.0, 0.1)
+        tensor(0.9000, dtype=torch.float64)
+        >>> tgo_coefficient(torch.tensor([-80.0, 80.0]), 0.1)
+        tensor([1.6244e-34, 1.0000e+00])
+    """
+    d, a = as_tensors(Param("delta", delta), Param("alpha", alpha, 0.0, 1.0))
+    return torch.sigmoid(d - (torch.log(a) - torch.log1p(-a)))
+
+
+def _log_u(d: Tensor, a: Tensor) -> Tensor:
+    """log u = −log(α + (1−α)e^{−Δ}), u = q/((1−α)p + αq)."""
+    return -torch.logaddexp(torch.log(a), torch.log1p(-a) - d)
+
+
+def _sgo_coefficient(d: Tensor, a: Tensor, mixture_grad: MixtureGrad) -> Tensor:
+    log_u = _log_u(d, a)
+    if mixture_grad == "stop":
+        return log_u
+    return log_u - a * torch.expm1(log_u)
+
+
+def sgo_coefficient(
+    delta: Float[Tensor, "*batch"] | float,
+    alpha: Float[Tensor, "*batch"] | float,
+    *,
+    mixture_grad: MixtureGrad = "full",
+) -> Float[Tensor, "*batch"]:
+    r"""SGO update coefficient: centred c̃ (E6, default) or c_det (E7, ``mixture_grad="stop"``).
+
+    .. math::
+        u = \frac{1}{\alpha + (1-\alpha)e^{-\Delta}},\qquad
+        \tilde c(\Delta;\alpha) = \log u - \alpha(u - 1),\qquad c_{det} = \log u
+
+    Derivation (T1, T2): ∇SRKL_α,seq = E_{y∼q}[(log u + 1 − αu)·∇log q(y)]; the constant 1 − α
+    is removed (a baseline for fixed α) so that c̃(0) = 0 and sign(c̃) = sign(Δ); with a
+    per-sample α the centred form is the exact gradient of the unnormalised skew reverse KL
+    UJ. c_det is the semi-gradient of KL(q ‖ sg((1−α)p + αq)). A coefficient, not a loss.
+    Bounds (T3): c̃ ≤ log(1/α) − (1−α), c_det ≤ log(1/α); ∂c̃/∂Δ = (1 − αu)² ∈ [0, 1] (T4).
+    α = 0 gives c̃ = c_det = Δ (the reverse-KL policy-gradient coefficient less its baseline
+    1), α = 1 gives 0.
+
+    Args:
+        delta: Δ = log q(y) − log p(y) (or its per-token mean), finite; float or tensor.
+        alpha: α ∈ [0, 1]; float or tensor broadcastable with ``delta``.
+        mixture_grad: ``"full"`` → c̃ (E6), ``"stop"`` → c_det (E7).
+
+    Returns:
+        The coefficient, the broadcast shape of the arguments.
+
+    Example:
+        >>> sgo_coefficient(0.0, 0.1)
+        tensor(0., dtype=torch.float64)
+        >>> round(float(sgo_coefficient(700.0, 0.1)), 6)  # log(1/α) − (1 − α)
+        1.402585
+        >>> round(float(sgo_coefficient(700.0, 0.1, mixture_grad="stop")), 6)  # log(1/α)
+        2.302585
+    """
+    if mixture_grad not in ("full", "stop"):
+        raise ValueError(f"mixture_grad must be 'full' or 'stop', got {mixture_grad!r}")
+    d, a = as_tensors(Param("delta", delta), Param("alpha", alpha, 0.0, 1.0))
+    return _sgo_coefficient(d, a, mixture_grad)
+
+
+def clipped_sgo_coefficient(
+    delta: Float[Tensor, "*batch"] | float,
+    quality: Float[Tensor, "*batch"] | float,
+    *,
+    options: ASKDOptions | None = None,
+) -> Float[Tensor, "*batch"]:
+    r"""Quality-clipped SGO coefficient ĉ(Δ, r) (spec E9): distrust only low-quality SGOs.
+
+    .. math::
+        \hat c(\Delta, r) = \min(\tilde c(\Delta;\alpha_{lo}), 0)
+            + (1 - h(r))\,\max(\tilde c(\Delta;\alpha_S(r)), 0)
+        \quad(\texttt{sgo\_pullup="fixed"}, \text{default})
+
+    .. math::
+        \hat c(\Delta, r) = \tilde c(\Delta;\alpha_S(r)) - h(r)\max(\tilde c(\Delta;\alpha_S(r)), 0)
+        \quad(\texttt{sgo\_pullup="adaptive"})
+
+    with α_S(r) from :func:`~askd_ref.sgo_alpha`, h(r) from ``options.gate`` and c̃ replaced by
+    c_det when ``options.mixture_grad == "stop"``. Quality modulates the push-down only: where
+    h(r) = 1, ĉ ≤ 0, so a high-quality SGO is never pushed down, and it is still pulled up
+    where the teacher prefers it (Δ < 0) (T3, T11). ĉ is 1-Lipschitz and non-decreasing in Δ
+    (T4); its push-down max(ĉ, 0) is non-increasing in r (T5). A coefficient, not a loss.
+
+    Args:
+        delta: Δ (or Δ̄), finite; float or tensor.
+        quality: r ∈ [0, 1]; float or tensor broadcastable with ``delta``.
+        options: :class:`~askd_ref.ASKDOptions`; ``None`` means the defaults.
+
+    Returns:
+        ĉ, the broadcast shape of the arguments.
+
+    Example:
+        >>> import torch
+        >>> delta = torch.tensor([-1.0, 1.0], dtype=torch.float64)
+        >>> clipped_sgo_coefficient(delta, 1.0)  # top quality: pull-up kept, push-down removed
+        tensor([-0.8740,  0.0000], dtype=torch.float64)
+        >>> clipped_sgo_coefficient(delta, 0.0)  # low quality: plain c̃ at α_lo
+        tensor([-0.8740,  0.7095], dtype=torch.float64)
+    """
+    opts = resolve_options(options)
+    d, r = as_tensors(Param("delta", delta), Param("quality", quality, 0.0, 1.0))
+    alpha_s = sgo_alpha(r, options=opts)
+    h = quality_gate(r, options=opts)
+    c_s = _sgo_coefficient(d, alpha_s, opts.mixture_grad)
+    push_down = torch.clamp(c_s, min=0.0)
+    if opts.sgo_pullup == "adaptive":
+        return c_s - h * push_down
+    alpha_lo = torch.full_like(d, opts.alpha_lo)
+    pull_up = torch.clamp(_sgo_coefficient(d, alpha_lo, opts.mixture_grad), max=0.0)
+    return pull_up + (1 - h) * push_down

@@ -1,0 +1,1 @@
+"""Subcommands of the ``askd`` CLI (see :mod:`askd_ref.cli`)."""

@@ -1,0 +1,1 @@
+"""Symbolic (sympy) derivations of the ASKD specification's equations and theorems."""
