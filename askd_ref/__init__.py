@@ -7,41 +7,86 @@ paper's equations are not public: what this package computes is the reconstructi
 :class:`ASKDOptions`. Labels E1–E15 and T1–T12 refer to that specification.
 """
 
-from askd_ref._validation import is_validation_enabled, set_validation, validation_disabled
-from askd_ref.baselines import (
-    LOSS_FUNCTIONS,
-    METHODS,
-    advantage_kd_loss,
-    compute_loss,
-    distillm2_loss,
-    distillm_loss,
-    gkd_loss,
-    group_advantages,
-    kd_loss,
-    rkl_loss,
-    seqkd_loss,
-)
-from askd_ref.coefficients import clipped_sgo_coefficient, sgo_coefficient, tgo_coefficient
-from askd_ref.divergences import (
-    forward_kl,
-    generalized_jsd,
-    reverse_kl,
-    skew_forward_kl,
-    skew_reverse_kl,
-)
-from askd_ref.losses import (
-    DistillBatch,
-    LossOutput,
-    askd_loss,
-    dense_askd_loss,
-    sgo_loss,
-    tgo_loss,
-)
-from askd_ref.options import ASKDOptions
-from askd_ref.schedules import hard_gate, quality_gate, sgo_alpha, soft_gate, tgo_alpha
-from askd_ref.sequence import sequence_log_ratio, token_log_probs
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from askd_ref._validation import is_validation_enabled, set_validation, validation_disabled
+    from askd_ref.baselines import (
+        LOSS_FUNCTIONS,
+        METHODS,
+        advantage_kd_loss,
+        compute_loss,
+        distillm2_loss,
+        distillm_loss,
+        gkd_loss,
+        group_advantages,
+        kd_loss,
+        rkl_loss,
+        seqkd_loss,
+    )
+    from askd_ref.coefficients import clipped_sgo_coefficient, sgo_coefficient, tgo_coefficient
+    from askd_ref.divergences import (
+        forward_kl,
+        generalized_jsd,
+        reverse_kl,
+        skew_forward_kl,
+        skew_reverse_kl,
+    )
+    from askd_ref.losses import (
+        DistillBatch,
+        LossOutput,
+        askd_loss,
+        dense_askd_loss,
+        sgo_loss,
+        tgo_loss,
+    )
+    from askd_ref.options import ASKDOptions
+    from askd_ref.schedules import hard_gate, quality_gate, sgo_alpha, soft_gate, tgo_alpha
+    from askd_ref.sequence import sequence_log_ratio, token_log_probs
 
 __version__ = "0.1.0"
+
+#: Public name → defining module. Imports are lazy (PEP 562) so that the NumPy-only modules
+#: (``askd_ref.reference``, ``askd_ref.conformance``) can be used without importing torch.
+_EXPORTS: dict[str, str] = {
+    "ASKDOptions": "askd_ref.options",
+    "DistillBatch": "askd_ref.losses",
+    "LOSS_FUNCTIONS": "askd_ref.baselines",
+    "LossOutput": "askd_ref.losses",
+    "METHODS": "askd_ref.baselines",
+    "advantage_kd_loss": "askd_ref.baselines",
+    "askd_loss": "askd_ref.losses",
+    "clipped_sgo_coefficient": "askd_ref.coefficients",
+    "compute_loss": "askd_ref.baselines",
+    "dense_askd_loss": "askd_ref.losses",
+    "distillm2_loss": "askd_ref.baselines",
+    "distillm_loss": "askd_ref.baselines",
+    "forward_kl": "askd_ref.divergences",
+    "generalized_jsd": "askd_ref.divergences",
+    "gkd_loss": "askd_ref.baselines",
+    "group_advantages": "askd_ref.baselines",
+    "hard_gate": "askd_ref.schedules",
+    "is_validation_enabled": "askd_ref._validation",
+    "kd_loss": "askd_ref.baselines",
+    "quality_gate": "askd_ref.schedules",
+    "reverse_kl": "askd_ref.divergences",
+    "rkl_loss": "askd_ref.baselines",
+    "seqkd_loss": "askd_ref.baselines",
+    "sequence_log_ratio": "askd_ref.sequence",
+    "set_validation": "askd_ref._validation",
+    "sgo_alpha": "askd_ref.schedules",
+    "sgo_coefficient": "askd_ref.coefficients",
+    "sgo_loss": "askd_ref.losses",
+    "skew_forward_kl": "askd_ref.divergences",
+    "skew_reverse_kl": "askd_ref.divergences",
+    "soft_gate": "askd_ref.schedules",
+    "tgo_alpha": "askd_ref.schedules",
+    "tgo_coefficient": "askd_ref.coefficients",
+    "tgo_loss": "askd_ref.losses",
+    "token_log_probs": "askd_ref.sequence",
+    "validation_disabled": "askd_ref._validation",
+}
 
 __all__ = [
     "LOSS_FUNCTIONS",
@@ -81,3 +126,17 @@ __all__ = [
     "token_log_probs",
     "validation_disabled",
 ]
+
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'askd_ref' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
