@@ -62,7 +62,9 @@ def tolerance(dtype: object, quantity: str = "value") -> Tolerance:
     return TOLERANCES[key]
 
 
-def override(base: Tolerance, *, rtol: float | None = None, atol: float | None = None, reason: str) -> Tolerance:
+def override(
+    base: Tolerance, *, rtol: float | None = None, atol: float | None = None, reason: str
+) -> Tolerance:
     """A deliberate exception to the table; ``reason`` is mandatory and shows up in failures."""
     if not reason.strip():
         raise ValueError("a tolerance override needs a reason")
