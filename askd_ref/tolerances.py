@@ -97,5 +97,5 @@ def assert_close(actual: object, expected: object, tol: Tolerance, *, what: str 
 
 def _to_numpy(x: object) -> np.ndarray:
     if hasattr(x, "detach"):
-        x = x.detach().cpu().double().numpy()  # type: ignore[attr-defined]
+        x = x.detach().cpu().double().numpy()
     return np.asarray(x, dtype=np.float64)
