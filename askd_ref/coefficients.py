@@ -54,8 +54,20 @@ def tgo_coefficient(
 
 
 def _log_u(d: Tensor, a: Tensor) -> Tensor:
-    """log u = −log(α + (1−α)e^{−Δ}), u = q/((1−α)p + αq)."""
-    return -torch.logaddexp(torch.log(a), torch.log1p(-a) - d)
+    """log u = −log(α + (1−α)e^{−Δ}), u = q/((1−α)p + αq).
+
+    Two algebraically equal forms: −log1p((1−α)·expm1(−Δ)) for |Δ| < 1, exact at Δ = 0 (so
+    c̃(0) = 0 holds exactly, not to rounding) and accurate for tiny Δ; and
+    −logaddexp(log α, log1p(−α) − Δ) elsewhere, which never overflows. Each branch only ever
+    sees Δ values in its own range, so neither can leak inf/NaN into the other's gradient.
+    """
+    near = d.abs() < 1
+    zero = torch.zeros((), dtype=d.dtype, device=d.device)
+    d_near = torch.where(near, d, zero)
+    d_far = torch.where(near, torch.ones((), dtype=d.dtype, device=d.device), d)
+    log_u_near = -torch.log1p((1 - a) * torch.expm1(-d_near))
+    log_u_far = -torch.logaddexp(torch.log(a), torch.log1p(-a) - d_far)
+    return torch.where(near, log_u_near, log_u_far)
 
 
 def _sgo_coefficient(d: Tensor, a: Tensor, mixture_grad: MixtureGrad) -> Tensor:
@@ -125,7 +137,8 @@ def clipped_sgo_coefficient(
         \quad(\texttt{sgo\_pullup="adaptive"})
 
     with α_S(r) from :func:`~askd_ref.sgo_alpha`, h(r) from ``options.gate`` and c̃ replaced by
-    c_det when ``options.mixture_grad == "stop"``. Quality modulates the push-down only: where
+    c_det when ``options.mixture_grad == "stop"``. At the kink Δ = 0 the derivative ∂ĉ/∂Δ is the
+    right derivative (Δ → 0⁺); ĉ(0) = 0 exactly. Quality modulates the push-down only: where
     h(r) = 1, ĉ ≤ 0, so a high-quality SGO is never pushed down, and it is still pulled up
     where the teacher prefers it (Δ < 0) (T3, T11). ĉ is 1-Lipschitz and non-decreasing in Δ
     (T4); its push-down max(ĉ, 0) is non-increasing in r (T5). A coefficient, not a loss.
@@ -150,10 +163,16 @@ def clipped_sgo_coefficient(
     d, r = as_tensors(Param("delta", delta), Param("quality", quality, 0.0, 1.0))
     alpha_s = sgo_alpha(r, options=opts)
     h = quality_gate(r, options=opts)
+    zero = torch.zeros((), dtype=d.dtype, device=d.device)
     c_s = _sgo_coefficient(d, alpha_s, opts.mixture_grad)
-    push_down = torch.clamp(c_s, min=0.0)
+    # max(c, 0) and min(c, 0) via `where` so that the derivative at the kink c = 0 (i.e. Δ = 0,
+    # since sign(c̃) = sign(Δ)) is one-sided and documented: the push-down branch is taken at 0,
+    # giving the right derivative ∂ĉ/∂Δ(0⁺). (`clamp` would pass gradient through both
+    # branches at 0 and return the sum of the two one-sided derivatives.)
+    push_down = torch.where(c_s >= 0, c_s, zero)
     if opts.sgo_pullup == "adaptive":
         return c_s - h * push_down
     alpha_lo = torch.full_like(d, opts.alpha_lo)
-    pull_up = torch.clamp(_sgo_coefficient(d, alpha_lo, opts.mixture_grad), max=0.0)
+    c_lo = _sgo_coefficient(d, alpha_lo, opts.mixture_grad)
+    pull_up = torch.where(c_lo < 0, c_lo, zero)
     return pull_up + (1 - h) * push_down
