@@ -169,7 +169,8 @@ def skew_forward_kl(
     :func:`forward_kl` exactly, α = 1 gives 0 with zero gradient.
 
     ``mixture_grad="stop"`` detaches the student inside the mixture. Because SKL depends on the
-    student *only* through the mixture, its gradient is then zero; the option exists for
+    student *only* through the mixture, its gradient is then exactly zero (the result stays
+    attached to the graph, so ``backward()`` works); the option exists for
     symmetry with :func:`skew_reverse_kl` (DistiLLM and DistiLLM-2 keep the full gradient here).
 
     Args:
@@ -195,7 +196,13 @@ def skew_forward_kl(
     t, s = _prepare(teacher_logp, student_logp)
     a = _weight("alpha", alpha, t)
     s_mix = _check_mixture_grad(mixture_grad, s)
-    return _kl_rows(t, _log_mixture(t, s_mix, a))
+    value = _kl_rows(t, _log_mixture(t, s_mix, a))
+    if mixture_grad == "stop" and s.requires_grad:
+        # Keep the result attached to the student with an explicit zero gradient, so that
+        # backward() works (and gives zeros) instead of failing on a detached graph.
+        zero = torch.zeros((), dtype=s.dtype, device=s.device)
+        value = value + 0.0 * torch.where(torch.isneginf(s), zero, s).sum(-1)
+    return value
 
 
 def skew_reverse_kl(

@@ -173,7 +173,11 @@ def check_count(name: str, value: int | None, local: int) -> int:
 
 
 def _mean(x: Tensor) -> float:
-    return float(x.detach().float().mean()) if x.numel() else math.nan
+    """Mean as a Python float, in at least the tensor's own precision (bools count as 0/1)."""
+    x = x.detach()
+    if not x.is_floating_point():
+        x = x.double()
+    return float(x.mean()) if x.numel() else math.nan
 
 
 def _quality_tensor(quality: object, like: Tensor) -> Tensor:
@@ -323,7 +327,7 @@ def sgo_loss(
             "sgo/c_hat": _mean(c_hat),
             "sgo/c_tilde": _mean(c_tilde),
             "sgo/gate": _mean(h),
-            "sgo/gate_reduced_frac": _mean(reduced.float()),
+            "sgo/gate_reduced_frac": _mean(reduced),
             "sgo/delta": _mean(delta),
             "sgo/srkl_estimate": _mean(_log_u(delta, alpha)),
         }
@@ -353,7 +357,7 @@ def sgo_loss(
             per_sample = per_sample / m.sum(-1).to(s.dtype)
         with torch.no_grad():
             diagnostics["sgo/is_ratio"] = _mean(rho)
-            diagnostics["sgo/is_clip_frac"] = _mean((clipped > unclipped).float())
+            diagnostics["sgo/is_clip_frac"] = _mean(clipped > unclipped)
     loss = per_sample.sum() / n
     return LossOutput(loss=loss, sample_count=int(s.shape[0]), diagnostics=diagnostics)
 

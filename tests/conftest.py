@@ -1,0 +1,35 @@
+"""Shared fixtures and the seed policy of askd-ref's tests.
+
+Seed policy (after torch.distributions' Note [Randomized statistical tests]): ordinary tests
+that merely *use* random inputs draw them from a generator seeded per test
+(``rng`` fixture: NumPy ``default_rng(seed)`` with a fixed seed), so every run sees the same
+inputs; a failure reproduces exactly. Statistical tests (in ``checks/``) state their
+false-failure rate and their seed in the test; a seed may be changed only once per test, with a
+note saying why.
+"""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "deterministic",
+    derandomize=True,
+    database=None,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("random", deadline=None, print_blob=True)
+settings.load_profile(os.environ.get("ASKD_HYPOTHESIS_PROFILE", "deterministic"))
+
+torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    """A NumPy generator with a fixed seed (see the module docstring)."""
+    return np.random.default_rng(20261127)
