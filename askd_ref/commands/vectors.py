@@ -1,0 +1,76 @@
+"""``askd vectors``: write (or check) the golden vectors of every spec §10 function.
+
+::
+
+    askd vectors --out vectors/askd-v1.json      # regenerate the committed file
+    askd vectors --check vectors/askd-v1.json    # regenerate in memory and compare (1e-12)
+
+The file format and versioning policy are in ``vectors/SCHEMA.md``; ports check themselves
+against the file with ``python -m askd_ref.conformance --impl MODULE``.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Add the ``vectors`` subcommand."""
+    parser = subparsers.add_parser(
+        "vectors",
+        help="write the float64 golden vectors (values, gradients, diagnostics) of the spec §10 functions",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--out", type=Path, default=None, help="write the vectors to this JSON file")
+    parser.add_argument(
+        "--check",
+        type=Path,
+        default=None,
+        help="regenerate and compare with this file (relative 1e-12, absolute 1e-15); exit 1 on a difference",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Generate the vectors; write them to ``--out`` and/or compare them with ``--check``."""
+    if args.out is None and args.check is None:
+        print("askd vectors: give --out FILE and/or --check FILE", file=sys.stderr)
+        return 2
+    from askd_ref import vectors as gv
+    from askd_ref.tolerances import override, tolerance
+
+    expected: dict[str, Any] | None = None
+    if args.check is not None:
+        try:
+            expected = json.loads(args.check.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            print(f"askd vectors: cannot read {args.check}: {exc}", file=sys.stderr)
+            return 2
+    data = gv.generate(progress=not args.quiet and sys.stderr.isatty())
+    if args.out is not None:
+        text = gv.dumps(data)
+        from askd_ref.io import atomic_write_text
+
+        atomic_write_text(args.out, text)
+        print(f"wrote {len(data['cases'])} golden cases ({len(text.encode()) / 1e6:.2f} MB) to {args.out}")
+    if expected is not None:
+        tol = override(
+            tolerance("float64"),
+            rtol=1e-12,
+            atol=1e-15,
+            reason="regeneration of the committed golden vectors",
+        )
+        diffs = gv.diff_vectors(data, expected, tol)
+        if diffs:
+            print(f"{args.check}: {len(diffs)} differences from the regenerated vectors:")
+            for line in diffs[:50]:
+                print(f"  {line}")
+            if len(diffs) > 50:
+                print(f"  ... and {len(diffs) - 50} more")
+            return 1
+        print(f"{args.check}: reproduced ({len(data['cases'])} cases within rtol=1e-12, atol=1e-15)")
+    return 0
