@@ -74,18 +74,32 @@ def _weight(name: str, value: object, like: Tensor) -> Tensor:
 
 
 def _log_mixture(log_a: Tensor, log_b: Tensor, weight_a: Tensor) -> Tensor:
-    """log(w·a + (1−w)·b) from log a, log b, computed as a log-sum-exp (w ∈ [0, 1]).
+    """log(w·a + (1−w)·b) from log a, log b (w ∈ [0, 1]), in two algebraically equal forms.
 
-    Where both weighted terms are −inf (zero mass in both, or a zero weight on the only
-    non-zero one) the result is −inf with zero gradient instead of the NaN gradient of
-    ``logaddexp(−inf, −inf)``.
+    * |log a − log b| < 1: log b + log1p(w·expm1(log a − log b)). Exact where a = b (the
+      mixture of a distribution with itself is itself, so identical inputs give divergences of
+      exactly 0) and well conditioned for every w, since 1 + w·expm1(d) ≥ e^{−1}.
+    * elsewhere: logaddexp(log w + log a, log1p(−w) + log b), which never overflows and handles
+      w ∈ {0, 1} exactly (always used there). Where both weighted terms are −inf (zero mass in
+      both, or a zero weight on the only non-zero one) the result is −inf with zero gradient
+      instead of the NaN gradient of ``logaddexp(−inf, −inf)``.
+
+    Each branch only sees inputs in its own range, so neither leaks inf/NaN into gradients.
     """
+    zero = torch.zeros((), dtype=log_a.dtype, device=log_a.device)
+    d = log_a - log_b
+    # False for NaN (both −inf) and ±inf (one −inf); the endpoints w ∈ {0, 1} take the far form,
+    # which returns log b or log a exactly, with exactly zero gradient to the other.
+    near = (d.abs() < 1) & (weight_a > 0) & (weight_a < 1)
+    d_near = torch.where(near, d, zero)
+    log_b_near = torch.where(near, log_b, zero)
+    close = log_b_near + torch.log1p(weight_a * torch.expm1(d_near))
     x = torch.log(weight_a) + log_a
     y = torch.log1p(-weight_a) + log_b
     empty = torch.isneginf(x) & torch.isneginf(y)
-    zero = torch.zeros((), dtype=x.dtype, device=x.device)
-    out = torch.logaddexp(torch.where(empty, zero, x), torch.where(empty, zero, y))
-    return torch.where(empty, torch.full((), _NEG_INF, dtype=x.dtype, device=x.device), out)
+    far = torch.logaddexp(torch.where(empty | near, zero, x), torch.where(empty | near, zero, y))
+    far = torch.where(empty, torch.full((), _NEG_INF, dtype=x.dtype, device=x.device), far)
+    return torch.where(near, close, far)
 
 
 def _kl_rows(log_a: Tensor, log_m: Tensor) -> Tensor:
