@@ -484,3 +484,30 @@ def test_use_namespaces_true_requires_unshare() -> None:
     else:
         with pytest.raises(RuntimeError, match="unshare"):
             run_tests("", TESTS, _cfg(True))
+
+
+# --- the probe behind docs/reliability-code-sandbox.md -----------------------------------------
+
+
+def test_sandbox_probe_subset(tmp_path: Path) -> None:
+    import json
+
+    from askd_ref.quality.sandbox_probe import main
+
+    out = tmp_path / "probe.json"
+    rc = main(["--cases", "tcp,write_open,fork_unhooked,env_secret", "--modes", "no-ns", "--out", str(out)])
+    report = json.loads(out.read_text())
+    assert rc == 0, report
+    assert (report["runs"], report["contained"]) == (4, 4)
+    fork_row = next(r for r in report["rows"] if r["case"] == "fork_unhooked")
+    if os.geteuid() == 0:  # as root the forks happen (NPROC is ignored): the check must have seen them
+        assert fork_row["children_seen"] == 4, fork_row
+
+
+@pytest.mark.slow
+def test_sandbox_probe_full_catalogue(tmp_path: Path) -> None:
+    from askd_ref.quality.sandbox_probe import CASES, run_probe
+
+    report = run_probe()
+    escaped = [r for r in report["rows"] if not r["contained"]]
+    assert report["contained"] == report["runs"] >= len(CASES), escaped
