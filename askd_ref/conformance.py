@@ -50,7 +50,7 @@ Example:
     >>> import numpy as np
     >>> r = compare(np.array([1.0, 2.0 + 1e-9]), np.array([1.0, 2.0]), tolerance("float64"))
     >>> r.ok, f"{r.rel_err:.1e}"
-    (False, 5.0e-10)
+    (False, '5.0e-10')
     >>> decode(encode(np.array([0.5, -np.inf]))).tolist()
     [0.5, -inf]
 """
@@ -762,7 +762,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = run_conformance(
             impl, vectors, functions=functions, cases=args.cases, dtype=args.dtype, strict=args.strict
         )
-        report = dataclasses.replace(report, vectors=str(args.vectors or default_vectors_path()))
+        report = dataclasses.replace(
+            report, impl=args.impl, vectors=str(args.vectors or default_vectors_path())
+        )
     except (OSError, ValueError, ImportError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

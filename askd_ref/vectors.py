@@ -743,7 +743,7 @@ def _sgo_cases() -> list[CaseSpec]:
         )
     )
     # Off-policy (E13): ratios inside and outside [1 − ε, 1 + ε], ĉ of both signs.
-    mu = _behaviour(s, _MASK, (1.5, 0.5, 1.05, 0.7))
+    mu = _behaviour(s, _MASK, (1.5, 0.5, 1.3, 0.7))
     for norm in ("mean", "sum"):
         for mg in ("full", "stop"):
             for gate in ("soft", "none"):
@@ -1040,7 +1040,7 @@ def _askd_cases() -> list[CaseSpec]:
 
 def _baseline_cases() -> list[CaseSpec]:
     out: list[CaseSpec] = []
-    full = _full_batch(601, _TGO6, _MASK6, quality=(0.0, 0.5, 1.0, 1.0, 0.0, 0.7), group=(9, 9, 9, 0, 0, 1))
+    full = _full_batch(601, _TGO6, _MASK6, quality=(0.0, 0.5, 1.0, 1.0, 0.0, 0.7), group=(0, 9, 9, 0, 0, 1))
     padded = _full_batch(
         602,
         _TGO6,
@@ -1048,7 +1048,7 @@ def _baseline_cases() -> list[CaseSpec]:
         vocab=6,
         padded_vocab=2,
         quality=(0.0, 0.5, 1.0, 1.0, 0.0, 0.7),
-        group=(9, 9, 9, 0, 0, 1),
+        group=(0, 9, 9, 0, 0, 1),
     )
     notes = {
         "seqkd_loss": "token-mean NLL of TGOs, mean over TGOs",

@@ -1,4 +1,4 @@
-"""A port of ASKD's update coefficients E5, E6/E7 and E9 in plain NumPy (docs/porting.md, worked example).
+"""A port of ASKD's update coefficients E5, E6/E7 and E9 in plain NumPy (docs/porting.md).
 
 Check it against the golden vectors; the §10 names it leaves out are reported "not implemented":
 
@@ -29,9 +29,10 @@ def clipped_sgo_coefficient(delta, quality, *, options=None):  # E9
     else:
         lo, hi = np.log(o.alpha_lo / (1 - o.alpha_lo)), np.log(o.alpha_hi / (1 - o.alpha_hi))
         a_s = 1 / (1 + np.exp(-(lo + (hi - lo) * r)))
-    h = {"soft": np.clip((r - o.tau_lo) / (o.tau_hi - o.tau_lo), 0, 1), "hard": 1.0 * (r >= o.tau), "none": 0 * r}
+    gates = {"soft": np.clip((r - o.tau_lo) / (o.tau_hi - o.tau_lo), 0, 1), "hard": 1.0 * (r >= o.tau)}
+    h = gates.get(o.gate, 0 * r)  # E8; gate "none": h ≡ 0
     c_s = sgo_coefficient(delta, a_s, mixture_grad=o.mixture_grad)
-    push_down = (1 - h[o.gate]) * np.maximum(c_s, 0)  # quality modulates the push-down only
+    push_down = (1 - h) * np.maximum(c_s, 0)  # quality modulates the push-down only
     if o.sgo_pullup == "adaptive":
         return np.minimum(c_s, 0) + push_down
     return np.minimum(sgo_coefficient(delta, o.alpha_lo, mixture_grad=o.mixture_grad), 0) + push_down
