@@ -437,6 +437,21 @@ def test_socket_detection_can_fail() -> None:
         srv.close()
 
 
+@pytest.mark.skipif(not namespaces_available(), reason="unshare does not work here")
+def test_network_namespace_alone_blocks_tcp() -> None:
+    """Layer check: with the audit-hook network block off, the namespace alone stops it."""
+    srv = _listener()
+    try:
+        cfg = _cfg(True, block_network=False)
+        r = run_tests(_socket_candidate(srv.getsockname()[1]), "assert connect()\n", cfg)
+        assert not _connection_arrived(srv)
+    finally:
+        srv.close()
+    assert (r.status, r.score, r.namespaces) == ("ok", 0.0, True), r
+    assert any("Error" in f for f in r.failures), r.failures  # an OSError from connect, not a hook block
+    assert not any("blocked" in f for f in r.failures), r.failures
+
+
 def test_limits_cannot_be_lifted() -> None:
     candidate = _d(
         """
