@@ -15,21 +15,31 @@ else
 VENV := .venv
 endif
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.askd-ref-installed
+BASE_STAMP := $(VENV)/.askd-ref-base
+DEV_STAMP := $(VENV)/.askd-ref-dev
 
-.PHONY: install test test-slow lint typecheck demo docs clean
+.PHONY: install install-base test test-slow lint typecheck demo clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(BIN)/python
+# Runtime dependencies only: all that `make demo` needs.
+$(BASE_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=23.1"
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
-	$(BIN)/python -c "import askd_ref, torch, transformers, hypothesis"
-	touch $(STAMP)
+	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -c "import askd_ref, torch, transformers"
+	touch $(BASE_STAMP)
 
-install: $(STAMP)
+# Plus the dev extra: test, lint and type-check tools, and the peers the benchmarks compare with.
+$(DEV_STAMP): $(BASE_STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -c "import pytest, hypothesis, mypy, trl"
+	touch $(DEV_STAMP)
+
+install-base: $(BASE_STAMP)
+
+install: $(DEV_STAMP)
 
 lint: install
 	$(BIN)/ruff check .
@@ -43,7 +53,7 @@ test: install lint typecheck
 test-slow: install
 	$(BIN)/python -m pytest -q -m "slow or heavy"
 
-demo: install
+demo: install-base
 	$(BIN)/askd demo --out runs/demo
 
 clean:

@@ -50,7 +50,11 @@ def tgo_coefficient(
         tensor([1.6244e-34, 1.0000e+00])
     """
     d, a = as_tensors(Param("delta", delta), Param("alpha", alpha, 0.0, 1.0))
-    return torch.sigmoid(d - (torch.log(a) - torch.log1p(-a)))
+    # w = σ(Δ − logit α) written as exp(−log(1 + e^x)), x = logit α − Δ: autograd then forms
+    # ∂w/∂x = −w·σ(x) from σ(x) itself, where sigmoid's backward would compute 1 − w by
+    # subtraction and lose precision as w → 1.
+    x = torch.log(a) - torch.log1p(-a) - d
+    return torch.exp(-torch.logaddexp(torch.zeros((), dtype=x.dtype, device=x.device), x))
 
 
 def _log_u(d: Tensor, a: Tensor) -> Tensor:

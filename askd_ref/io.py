@@ -42,6 +42,10 @@ def atomic_open(
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        # mkstemp creates the file with mode 0600; give it the mode open() would have.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -61,6 +61,7 @@ __all__ = [
     "rkl_loss",
     "seqkd_loss",
     "sequence_log_ratio",
+    "sequence_log_ratio_grad",
     "sgo_alpha",
     "sgo_coefficient",
     "sgo_coefficient_grad",
@@ -442,6 +443,14 @@ def sequence_log_ratio(
         terms = [s[i, j] - t[i, j] for j in range(s.shape[1]) if m[i, j]]
         out[i] = math.fsum(terms) / (len(terms) if normalize == "mean" else 1)
     return out
+
+
+def sequence_log_ratio_grad(
+    student_token_logp: ArrayLike, teacher_token_logp: ArrayLike, mask: ArrayLike, *, normalize: str
+) -> F64:
+    """∂Δ_i/∂ℓq_{i,t} = m_{i,t} (÷ Σ_t m_{i,t} for ``normalize="mean"``), shape ``(batch, seq)``."""
+    m = np.asarray(mask, dtype=np.float64)
+    return m / m.sum(-1, keepdims=True) if normalize == "mean" else m
 
 
 @dataclasses.dataclass(frozen=True)
