@@ -1,0 +1,900 @@
+"""Memory-efficient losses from hidden states: the output projection and the loss, chunk by chunk.
+
+At LLM vocabulary sizes the (tokens × vocab) logits, not the model, decide whether distillation
+fits in memory. :func:`chunked_loss` takes the student's and teacher's *final hidden states* and
+their output-projection weights (``lm_head``) and computes every method of
+:func:`~askd_ref.compute_loss` without ever holding (tokens × vocab) logits for the whole batch:
+
+* **Packing.** Only the positions a method trains on (``mask`` True, on the rows the method
+  uses) are gathered into one packed list of tokens, grouped by the divergence they need.
+  Masked positions cost nothing.
+* **Chunks.** The packed tokens are projected ``chunk_size`` at a time; a chunk's logits live in
+  a few reusable ``(chunk_size, vocab)`` buffers and are discarded before the next chunk.
+* **Gradient in forward** (Liger-Kernel style) for the dense, full-vocabulary terms (E15 and
+  the token-level baselines): each chunk's gradient with respect to its logits is formed while
+  the logits are at hand and pushed straight through the projection, into ∂L/∂hidden (the chunk's
+  rows) and an accumulated ∂L/∂weight. These terms are linear in the per-token divergences with
+  weights known before the loop (quality, lengths, counts), so nothing is recomputed.
+* **Recomputation** for the sequence-level terms (E11–E13, ``seqkd``, the SGO term of
+  ``advantage_kd``): their coefficient of each token log-prob depends on the whole sequence, so
+  it is known only in backward. The forward pass keeps the log-sum-exp of each token (one float
+  per token) and the backward pass recomputes the chunk's logits once.
+
+Precision: half-precision (bf16/fp16) hidden states and weights are projected with float32
+accumulation (the weight is upcast once per call; the hidden chunk is upcast inside the loop) and
+every log-softmax, mixture and divergence runs in float32; logits are never rounded to half before
+the log-softmax (the defect of Liger-Kernel issue #1432). float64 stays float64. Gradients return
+in the dtype of each input.
+
+Two interchangeable per-chunk kernels compute the divergence values and their logit gradients:
+``kernel="fused"`` (default) evaluates closed-form logit gradients with in-place operations in
+preallocated buffers; ``kernel="core"`` calls the library's own divergence functions
+(:func:`~askd_ref.skew_forward_kl`, …) on the chunk's log-probs and differentiates them with
+autograd. Both are tested against the full-logit path; ``"core"`` is the slower reference.
+
+Alignment: ``student_hidden[:, t]`` is the hidden state that *predicts* ``target_ids[:, t]``.
+For a causal LM run on ``input_ids`` with response mask ``response_mask``, pass
+``hidden[:, :-1]``, ``target_ids=input_ids[:, 1:]`` and ``mask=response_mask[:, 1:]`` — the same
+shift as :func:`~askd_ref.token_log_probs`.
+"""
+
+import dataclasses
+import inspect
+from collections.abc import Callable
+from typing import Any, Final, Literal, TypeAlias
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+from askd_ref._validation import (
+    check_bool_mask,
+    check_float_tensor,
+    check_no_nan,
+    check_same_device,
+    compute_dtype,
+    is_validation_enabled,
+    validation_disabled,
+)
+from askd_ref.baselines import (
+    METHODS,
+    _finish,
+    advantage_kd_loss,
+    distillm2_loss,
+    distillm_loss,
+    gkd_loss,
+    group_advantages,
+    seqkd_loss,
+)
+from askd_ref.divergences import (
+    forward_kl,
+    generalized_jsd,
+    reverse_kl,
+    skew_forward_kl,
+    skew_reverse_kl,
+)
+from askd_ref.losses import DistillBatch, LossOutput, _mean, _split_counts, askd_loss, pool_sums
+from askd_ref.options import ASKDOptions, resolve_options
+from askd_ref.schedules import quality_gate, sgo_alpha, tgo_alpha
+from askd_ref.sequence import check_token_batch, pool
+
+__all__ = ["DEFAULT_CHUNK_SIZE", "chunked_loss", "chunked_token_log_probs"]
+
+#: Default number of packed tokens projected at once. A chunk holds a few (chunk × vocab)
+#: buffers in the compute dtype: at vocab 151936 and float32, 256 tokens are 156 MB per buffer.
+DEFAULT_CHUNK_SIZE: Final[int] = 256
+
+Kernel: TypeAlias = Literal["fused", "core"]
+
+#: On CPU the element-wise work runs on row blocks of at most this many bytes per buffer so
+#: that the working set of the fused kernel (six buffers) stays in cache; on accelerators the
+#: whole chunk is one block.
+_CPU_BLOCK_BYTES: Final[int] = 1 << 20
+
+# Divergence codes of the packed token groups. _NONE: token log-probs only (sequence terms).
+_SKL, _SRKL_FULL, _SRKL_STOP, _FKL, _RKL, _GJSD, _NONE = range(7)
+_NEEDS_P = frozenset({_SKL, _FKL, _GJSD})  # kernels that read the teacher probabilities
+
+
+def _default(fn: Callable[..., Any], name: str) -> float:
+    """A baseline's spec-fixed parameter, read from its signature (one source of truth)."""
+    value = inspect.signature(fn).parameters[name].default
+    assert isinstance(value, float)
+    return value
+
+
+# ----------------------------------------------------------------------------------------------
+# Per-chunk kernels. Inputs are views of one block of packed tokens (m rows): ``s`` holds the
+# student log-probs log q (overwritten with ∂L/∂logits when ``want_grad``), ``t`` the teacher
+# log-probs log p, ``q``/``p``/``x``/``y`` scratch buffers; ``la``/``l1a`` are (m, 1) columns
+# log α and log(1 − α) (α, or β for JSD); ``w`` the (m, 1) loss weight of each token.
+# Each returns the per-token divergence values, shape (m,).
+# ----------------------------------------------------------------------------------------------
+
+
+def _rowdot(a: Tensor, b: Tensor) -> Tensor:
+    """Row-wise dot products Σ_v a[i, v]·b[i, v] as an (m, 1) column, without an (m, V) temporary."""
+    return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).view(-1, 1)
+
+
+def _fused_kernel(
+    code: int,
+    s: Tensor,
+    t: Tensor,
+    q: Tensor,
+    p: Tensor | None,
+    x: Tensor,
+    y: Tensor,
+    a: Tensor,
+    la: Tensor,
+    l1a: Tensor,
+    w: Tensor,
+    want_grad: bool,
+) -> Tensor:
+    r"""Closed-form values and logit gradients of the token-level divergences.
+
+    With q = softmax(z) the student, p the teacher and g_v = ∂D/∂q_v, the logit gradient is
+    ∂D/∂z = q ⊙ (g − ⟨q, g⟩); the kernels write it as follows (r: the student's share of the
+    mixture, all mixtures in log space):
+
+    * SKL_α = Σ p log(p/m), m = αp + (1−α)q: with y = log(m/p) = logaddexp(log α, log(1−α) + log q − log p),
+      SKL = −⟨p, y⟩ and ∂/∂z = q·⟨p, r⟩ − p ⊙ r, r = (1−α)q/m = exp(log(1−α) + log q − log p − y).
+    * SRKL_α = Σ q log(q/m), m = (1−α)p + αq: with y = log(m/q), SRKL = −⟨q, y⟩ and
+      ∂/∂z = q ⊙ (c − x), x = y + α·e^{−y} ("full": α q/m = α e^{−y}) or x = y ("stop"),
+      c = ⟨q, x⟩.
+    * FKL = ⟨p, log p − log q⟩, ∂/∂z = q − p.  RKL = ⟨q, log q − log p⟩, ∂/∂z = q ⊙ (log q − log p − RKL).
+    * JSD_β = β⟨p, log p − log M⟩ + (1−β)⟨q, log q − log M⟩, M = βp + (1−β)q:
+      ∂D/∂q_v = (1−β)(log q_v − log M_v), so ∂/∂z = (1−β) q ⊙ (⟨q, y⟩ − y), y = log(M/q).
+    """
+    torch.exp(s, out=q)
+    if p is not None:
+        torch.exp(t, out=p)
+    if code == _SKL:
+        assert p is not None
+        torch.sub(s, t, out=x).add_(l1a)
+        torch.logaddexp(x, la, out=y)
+        value = -_rowdot(p, y)
+        if want_grad:
+            x.sub_(y).exp_().mul_(w)  # w·r
+            torch.mul(q, _rowdot(p, x), out=s).addcmul_(p, x, value=-1.0)
+    elif code in (_SRKL_FULL, _SRKL_STOP):
+        torch.sub(t, s, out=x).add_(l1a)
+        torch.logaddexp(x, la, out=y)
+        value = -_rowdot(q, y)
+        if want_grad:
+            if code == _SRKL_FULL:
+                torch.neg(y, out=x).exp_().mul_(a).add_(y)
+            else:
+                x.copy_(y)
+            c = _rowdot(q, x)
+            torch.sub(c, x, out=s).mul_(q).mul_(w)
+    elif code == _FKL:
+        assert p is not None
+        torch.sub(t, s, out=x)
+        value = _rowdot(p, x)
+        if want_grad:
+            torch.sub(q, p, out=s).mul_(w)
+    elif code == _RKL:
+        torch.sub(s, t, out=x)
+        value = _rowdot(q, x)
+        if want_grad:
+            torch.sub(x, value, out=s).mul_(q).mul_(w)
+    elif code == _GJSD:
+        assert p is not None
+        beta = a
+        torch.sub(t, s, out=x)
+        torch.add(x, la, out=y)
+        torch.logaddexp(y, l1a, out=y)  # log(M/q)
+        x.sub_(y)  # log p − log M
+        yq = _rowdot(q, y)
+        value = beta * _rowdot(p, x) - (1 - beta) * yq
+        if want_grad:
+            torch.sub(yq, y, out=s).mul_(q).mul_((1 - beta) * w)
+    else:  # pragma: no cover - internal
+        raise AssertionError(f"unknown divergence code {code}")
+    return value.view(-1)
+
+
+def _core_kernel(
+    code: int, s: Tensor, t: Tensor, param: Tensor, mixture_stop: bool, w: Tensor, want_grad: bool
+) -> Tensor:
+    """The same values and logit gradients from the library's divergence functions and autograd."""
+    with torch.enable_grad(), validation_disabled():
+        slp = s.detach().clone().requires_grad_(want_grad)
+        a = param.view(-1)
+        if code == _SKL:
+            d = skew_forward_kl(teacher_logp=t, student_logp=slp, alpha=a)
+        elif code in (_SRKL_FULL, _SRKL_STOP):
+            d = skew_reverse_kl(
+                teacher_logp=t, student_logp=slp, alpha=a, mixture_grad="stop" if mixture_stop else "full"
+            )
+        elif code == _FKL:
+            d = forward_kl(teacher_logp=t, student_logp=slp)
+        elif code == _RKL:
+            d = reverse_kl(teacher_logp=t, student_logp=slp)
+        elif code == _GJSD:
+            d = generalized_jsd(teacher_logp=t, student_logp=slp, beta=a)
+        else:  # pragma: no cover - internal
+            raise AssertionError(f"unknown divergence code {code}")
+        if want_grad:
+            (g,) = torch.autograd.grad(d, slp, grad_outputs=w.view(-1).to(d.dtype))
+            # chain rule through log_softmax: ∂/∂z = g − softmax(z)·Σ_v g_v
+            s.copy_(g - slp.detach().exp() * g.sum(-1, keepdim=True))
+    return d.detach()
+
+
+# ----------------------------------------------------------------------------------------------
+# The packed computation as one autograd Function.
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Pack:
+    """What the chunk loop needs to know about the packed tokens (all tensors length N)."""
+
+    targets: Tensor  # (N,) int64 target ids
+    segments: tuple[tuple[int, int, int], ...]  # (start, end, code), contiguous, in packed order
+    param: Tensor  # (N, 1) α (or β) per token, compute dtype
+    la: Tensor  # (N, 1) log α (or log β)
+    l1a: Tensor  # (N, 1) log(1 − α)
+    weight: Tensor  # (N, 1) loss weight of each token's divergence
+    teacher_tokens: bool  # teacher token log-probs wanted on every packed token
+    chunk_size: int
+    kernel: Kernel
+    want_grad: bool
+    cdt: torch.dtype
+
+
+def _project(h: Tensor, weight: Tensor, bias: Tensor | None, out: Tensor) -> Tensor:
+    """out = h·Wᵀ (+ b) in the dtype of ``weight`` (already the compute dtype)."""
+    torch.mm(h.to(weight.dtype), weight.t(), out=out)
+    if bias is not None:
+        out.add_(bias)
+    return out
+
+
+def _block_rows(vocab: int, dtype: torch.dtype, device: torch.device, chunk: int) -> int:
+    if device.type != "cpu":
+        return chunk
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    return max(1, min(chunk, _CPU_BLOCK_BYTES // (vocab * itemsize)))
+
+
+class _ChunkedHeads(torch.autograd.Function):
+    """Packed hidden states → (dense loss, student token log-probs, teacher token log-probs, values)."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        s_hidden: Tensor,
+        s_weight: Tensor,
+        s_bias: Tensor | None,
+        t_hidden: Tensor | None,
+        t_weight: Tensor | None,
+        t_bias: Tensor | None,
+        pack: _Pack,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        cdt = pack.cdt
+        dev = s_hidden.device
+        n_tok = s_hidden.shape[0]
+        vocab = s_weight.shape[0]
+        ws = s_weight.to(cdt)
+        bs = None if s_bias is None else s_bias.to(cdt)
+        wt = None if t_weight is None else t_weight.to(cdt)
+        bt = None if t_bias is None or wt is None else t_bias.to(cdt)
+        has_teacher = t_hidden is not None and wt is not None
+        dense = any(code != _NONE for _, _, code in pack.segments)
+        want_grad = pack.want_grad and dense
+        need_h, need_w, need_b = ctx.needs_input_grad[:3]
+        chunk = min(pack.chunk_size, n_tok)
+        block = _block_rows(vocab, cdt, dev, chunk)
+
+        def buf() -> Tensor:
+            return torch.empty(chunk, vocab, dtype=cdt, device=dev)
+
+        sbuf = buf()
+        tbuf = buf() if has_teacher else None
+        qbuf = buf() if dense else None
+        pbuf = buf() if any(code in _NEEDS_P for _, _, code in pack.segments) else None
+        xbuf = buf() if dense else None
+        ybuf = buf() if dense and pack.kernel == "fused" else None
+
+        s_tok = torch.empty(n_tok, dtype=cdt, device=dev)
+        t_tok = torch.zeros(n_tok, dtype=cdt, device=dev)
+        lse = torch.empty(n_tok, dtype=cdt, device=dev)
+        values = torch.zeros(n_tok, dtype=cdt, device=dev)
+        grad_h = grad_w = grad_b = None
+        if want_grad and need_h:
+            grad_h = torch.zeros(n_tok, s_hidden.shape[1], dtype=cdt, device=dev)
+        if want_grad and need_w:
+            grad_w = torch.zeros(vocab, s_weight.shape[1], dtype=cdt, device=dev)
+        if want_grad and need_b:
+            grad_b = torch.zeros(vocab, dtype=cdt, device=dev)
+
+        for c0 in range(0, n_tok, chunk):
+            c1 = min(n_tok, c0 + chunk)
+            n = c1 - c0
+            segs = [
+                (max(a, c0) - c0, min(b, c1) - c0, code) for a, b, code in pack.segments if a < c1 and b > c0
+            ]
+            dense_chunk = any(code != _NONE for _, _, code in segs)
+            teacher_chunk = has_teacher and (dense_chunk or pack.teacher_tokens)
+            y_ids = pack.targets[c0:c1, None]
+            logits_s = _project(s_hidden[c0:c1], ws, bs, sbuf[:n])
+            z_target = logits_s.gather(1, y_ids).view(-1)
+            logits_t = None
+            if teacher_chunk:
+                assert tbuf is not None
+                assert t_hidden is not None
+                assert wt is not None
+                logits_t = _project(t_hidden[c0:c1], wt, bt, tbuf[:n])
+            for b0 in range(0, n, block):
+                b1 = min(n, b0 + block)
+                s = logits_s[b0:b1]
+                torch.log_softmax(s, -1, out=s)
+                s_tok[c0 + b0 : c0 + b1] = s.gather(1, y_ids[b0:b1]).view(-1)
+                t = None
+                if logits_t is not None:
+                    t = logits_t[b0:b1]
+                    torch.log_softmax(t, -1, out=t)
+                    t_tok[c0 + b0 : c0 + b1] = t.gather(1, y_ids[b0:b1]).view(-1)
+                for a, b, code in segs:
+                    lo, hi = max(a, b0), min(b, b1)
+                    if lo >= hi:
+                        continue
+                    if code == _NONE:
+                        if want_grad and dense_chunk:
+                            logits_s[lo:hi].zero_()  # no dense gradient on these rows
+                        continue
+                    assert logits_t is not None
+                    assert qbuf is not None
+                    assert xbuf is not None
+                    i0, i1 = c0 + lo, c0 + hi
+                    if pack.kernel == "fused":
+                        assert ybuf is not None
+                        vals = _fused_kernel(
+                            code,
+                            logits_s[lo:hi],
+                            logits_t[lo:hi],
+                            qbuf[lo:hi],
+                            None if pbuf is None or code not in _NEEDS_P else pbuf[lo:hi],
+                            xbuf[lo:hi],
+                            ybuf[lo:hi],
+                            pack.param[i0:i1],
+                            pack.la[i0:i1],
+                            pack.l1a[i0:i1],
+                            pack.weight[i0:i1],
+                            want_grad,
+                        )
+                    else:
+                        vals = _core_kernel(
+                            code,
+                            logits_s[lo:hi],
+                            logits_t[lo:hi],
+                            pack.param[i0:i1],
+                            code == _SRKL_STOP,
+                            pack.weight[i0:i1],
+                            want_grad,
+                        )
+                    values[i0:i1] = vals
+            lse[c0:c1] = z_target - s_tok[c0:c1]
+            if want_grad and dense_chunk:
+                grad_logits = logits_s  # the kernels overwrote the log-probs with ∂L/∂logits
+                if grad_h is not None:
+                    torch.mm(grad_logits, ws, out=grad_h[c0:c1])
+                if grad_w is not None:
+                    grad_w.addmm_(grad_logits.t(), s_hidden[c0:c1].to(cdt))
+                if grad_b is not None:
+                    grad_b.add_(grad_logits.sum(0))
+
+        dense_loss = (values * pack.weight.view(-1)).sum()
+        ctx.set_materialize_grads(False)
+        ctx.mark_non_differentiable(t_tok, values)
+        ctx.save_for_backward(s_hidden, s_weight, s_bias, lse)
+        ctx.pack = pack
+        ctx.dense_grads = (grad_h, grad_w, grad_b)
+        return dense_loss, s_tok, t_tok, values
+
+    @staticmethod
+    def backward(
+        ctx: Any, g_loss: Tensor | None, g_stok: Tensor | None, *_: Tensor | None
+    ) -> tuple[Tensor | None, ...]:
+        s_hidden, s_weight, s_bias, lse = ctx.saved_tensors
+        pack: _Pack = ctx.pack
+        cdt = pack.cdt
+        need_h, need_w, need_b = ctx.needs_input_grad[:3]
+        gh_d, gw_d, gb_d = ctx.dense_grads
+        grad_h = gh_d * g_loss if gh_d is not None and g_loss is not None else None
+        grad_w = gw_d * g_loss if gw_d is not None and g_loss is not None else None
+        grad_b = gb_d * g_loss if gb_d is not None and g_loss is not None else None
+        if g_stok is not None and bool((g_stok != 0).any()):
+            # ∂ log q(y_t)/∂z = onehot(y_t) − softmax(z): recompute each chunk's logits once.
+            ws = s_weight.to(cdt)
+            bs = None if s_bias is None else s_bias.to(cdt)
+            g = g_stok.to(cdt)
+            n_tok, vocab = s_hidden.shape[0], ws.shape[0]
+            chunk = min(pack.chunk_size, n_tok)
+            zbuf = torch.empty(chunk, vocab, dtype=cdt, device=s_hidden.device)
+            dev = s_hidden.device
+            if need_h and grad_h is None:
+                grad_h = torch.zeros(n_tok, s_hidden.shape[1], dtype=cdt, device=dev)
+            if need_w and grad_w is None:
+                grad_w = torch.zeros(vocab, s_weight.shape[1], dtype=cdt, device=dev)
+            if need_b and grad_b is None:
+                grad_b = torch.zeros(vocab, dtype=cdt, device=dev)
+            for c0 in range(0, n_tok, chunk):
+                c1 = min(n_tok, c0 + chunk)
+                gc = g[c0:c1, None]
+                if not bool((gc != 0).any()):
+                    continue
+                z = _project(s_hidden[c0:c1], ws, bs, zbuf[: c1 - c0])
+                z.sub_(lse[c0:c1, None]).exp_().mul_(-gc)
+                z.scatter_add_(1, pack.targets[c0:c1, None], gc)
+                if grad_h is not None:
+                    grad_h[c0:c1].addmm_(z, ws)
+                if grad_w is not None:
+                    grad_w.addmm_(z.t(), s_hidden[c0:c1].to(cdt))
+                if grad_b is not None:
+                    grad_b.add_(z.sum(0))
+        out_h = None if grad_h is None or not need_h else grad_h.to(s_hidden.dtype)
+        out_w = None if grad_w is None or not need_w else grad_w.to(s_weight.dtype)
+        out_b = None if grad_b is None or not need_b or s_bias is None else grad_b.to(s_bias.dtype)
+        return out_h, out_w, out_b, None, None, None, None
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation and planning.
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _DenseTerm:
+    """One full-vocabulary term: a divergence on some rows, with per-row parameter and weight."""
+
+    rows: Tensor  # bool (batch,)
+    code: int
+    param: Tensor  # (batch,) α or β (only the selected rows matter)
+    weight: Tensor  # (batch,) coefficient of the row's token *sum* of the divergence in the loss
+    value_key: str  # diagnostic: token mean of the divergence over the term's tokens
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    terms: list[_DenseTerm]
+    seq_rows: Tensor  # bool (batch,): rows whose student token log-probs the sequence part reads
+    teacher_tokens: bool
+    diagnostics: dict[str, float]
+
+
+def _check_head(
+    role: str, hidden: object, weight: object, bias: object, batch_shape: tuple[int, ...] | None
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    h = check_float_tensor(f"{role}_hidden", hidden, min_ndim=3)
+    if h.ndim != 3:
+        raise ValueError(f"{role}_hidden must have shape (batch, seq, hidden), got {tuple(h.shape)}")
+    if batch_shape is not None and tuple(h.shape[:2]) != batch_shape:
+        raise ValueError(
+            f"{role}_hidden must have shape {batch_shape} + (hidden,) like the mask, got {tuple(h.shape)}"
+        )
+    w = check_float_tensor(f"{role}_weight", weight, min_ndim=2)
+    if w.ndim != 2 or w.shape[1] != h.shape[2]:
+        raise ValueError(
+            f"{role}_weight must have shape (vocab, {h.shape[2]}) (the output projection of "
+            f"{role}_hidden), got {tuple(w.shape)}"
+        )
+    b: Tensor | None = None
+    if bias is not None:
+        b = check_float_tensor(f"{role}_bias", bias, min_ndim=1)
+        if tuple(b.shape) != (w.shape[0],):
+            raise ValueError(f"{role}_bias must have shape ({w.shape[0]},), got {tuple(b.shape)}")
+    check_same_device(**{f"{role}_hidden": h, f"{role}_weight": w, f"{role}_bias": b})
+    return h, w, b
+
+
+def _check_targets(target_ids: object, mask: Tensor, vocab: int) -> Tensor:
+    if not isinstance(target_ids, Tensor) or target_ids.is_floating_point() or target_ids.dtype == torch.bool:
+        raise TypeError("target_ids must be an integer tensor of token ids")
+    if tuple(target_ids.shape) != tuple(mask.shape):
+        raise ValueError(f"target_ids must have shape {tuple(mask.shape)}, got {tuple(target_ids.shape)}")
+    check_same_device(target_ids=target_ids, mask=mask)
+    ids = target_ids[mask]
+    if ids.numel() and bool(((ids < 0) | (ids >= vocab)).any()):
+        bad = int(ids[(ids < 0) | (ids >= vocab)][0])
+        raise ValueError(f"target_ids must lie in [0, {vocab}) at masked-in positions; got {bad}")
+    return target_ids
+
+
+def _check_mask(mask: object) -> tuple[int, int]:
+    if not isinstance(mask, Tensor) or mask.ndim != 2:
+        got = getattr(mask, "shape", type(mask).__name__)
+        raise ValueError(f"mask must be a bool tensor of shape (batch, seq), got {got}")
+    check_bool_mask("mask", mask, mask.shape)
+    return int(mask.shape[0]), int(mask.shape[1])
+
+
+def _check_chunk(chunk_size: object, kernel: object) -> None:
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    if kernel not in ("fused", "core"):
+        raise ValueError(f"kernel must be 'fused' or 'core', got {kernel!r}")
+
+
+def _scatter(rows: Tensor, values: Tensor, size: int) -> Tensor:
+    """A (size,) tensor with ``values`` at the True entries of ``rows`` (zero elsewhere)."""
+    out = torch.zeros(size, dtype=values.dtype, device=values.device)
+    return out.masked_scatter(rows, values)
+
+
+def _plan(method: str, batch: DistillBatch, opts: ASKDOptions, n_t: int, n_s: int, cdt: torch.dtype) -> _Plan:
+    """The dense terms, the rows the sequence part reads, and the dense diagnostics of ``method``."""
+    tgo, sgo = batch.is_tgo, ~batch.is_tgo
+    b = batch.batch_size
+    dev = batch.mask.device
+    lengths = batch.mask.sum(-1).to(cdt)
+    ones = torch.ones(b, dtype=cdt, device=dev)
+    terms: list[_DenseTerm] = []
+    diag: dict[str, float] = {}
+    none = torch.zeros(b, dtype=torch.bool, device=dev)
+
+    def term(rows: Tensor, code: int, param: Tensor | float, weight: Tensor, key: str) -> None:
+        if bool(rows.any()):
+            p = param if isinstance(param, Tensor) else torch.full((b,), param, dtype=cdt, device=dev)
+            terms.append(_DenseTerm(rows, code, p.to(cdt), weight.to(cdt), key))
+
+    def need_quality() -> Tensor:
+        if batch.quality is None:
+            raise ValueError(f"{method} needs quality (r ∈ [0, 1] per sample), which is None")
+        return batch.quality
+
+    if method == "askd":
+        need_quality()
+    if method == "askd-dense" or (method == "askd" and opts.lambda_dense > 0):
+        r = need_quality()
+        scale = 1.0 if method == "askd-dense" else opts.lambda_dense
+        per_row = pool_sums(ones, lengths, opts.normalize)
+        if bool(tgo.any()):
+            alpha = tgo_alpha(r[tgo], options=opts)
+            w = scale * opts.lambda_tgo * per_row / n_t
+            term(tgo, _SKL, _scatter(tgo, alpha.to(cdt), b), w, "dense/tgo_skl")
+            diag["dense/tgo_alpha"] = _mean(alpha)
+        if bool(sgo.any()):
+            alpha = sgo_alpha(r[sgo], options=opts)
+            h = quality_gate(r[sgo], options=opts)
+            w = scale * opts.lambda_sgo * _scatter(sgo, (1 - h).to(cdt), b) * per_row / n_s
+            code = _SRKL_STOP if opts.mixture_grad == "stop" else _SRKL_FULL
+            term(sgo, code, _scatter(sgo, alpha.to(cdt), b), w, "dense/sgo_srkl")
+            diag["dense/sgo_alpha"] = _mean(alpha)
+            diag["dense/sgo_gate"] = _mean(h)
+    per_tok = pool_sums(ones, lengths, "mean")  # the baselines pool with a token mean
+    if method == "kd":
+        term(tgo, _FKL, 0.0, per_tok / n_t, "kd/fkl")
+    elif method == "rkl":
+        term(sgo, _RKL, 0.0, per_tok / n_s, "rkl/rkl")
+    elif method == "gkd":
+        term(tgo | sgo, _GJSD, _default(gkd_loss, "beta"), per_tok / (n_t + n_s), "gkd/jsd")
+    elif method == "distillm":
+        skew = _default(distillm_loss, "alpha")
+        term(tgo | sgo, _SRKL_FULL, skew, per_tok / (n_t + n_s), "distillm/srkl")
+    elif method == "distillm2":
+        skew = _default(distillm2_loss, "alpha")
+        term(tgo, _SKL, skew, per_tok / n_t, "distillm2/skl")
+        term(sgo, _SRKL_STOP, skew, per_tok / n_s, "distillm2/srkl")
+    elif method == "advantage_kd":
+        term(tgo, _FKL, 0.0, per_tok / n_t, "advantage_kd/fkl")
+
+    if method == "askd":
+        seq_rows, teacher_tokens = tgo | sgo, True
+    elif method == "seqkd":
+        seq_rows, teacher_tokens = tgo, False
+    elif method == "advantage_kd":
+        seq_rows, teacher_tokens = sgo, False
+    else:
+        seq_rows, teacher_tokens = none, False
+    return _Plan(terms, seq_rows, teacher_tokens, diag)
+
+
+def _pack_tokens(
+    mask: Tensor, plan: _Plan, cdt: torch.dtype
+) -> tuple[Tensor, Tensor, tuple[tuple[int, int, int], ...], Tensor, Tensor, list[tuple[int, int]]]:
+    """Packed positions (rows, cols) grouped by term, segments, per-token param and weight."""
+    b = mask.shape[0]
+    dev = mask.device
+    k = len(plan.terms)
+    row_term = torch.full((b,), k, dtype=torch.long, device=dev)  # k: sequence-only
+    param = torch.zeros(b, dtype=cdt, device=dev)
+    weight = torch.zeros(b, dtype=cdt, device=dev)
+    for i, term in enumerate(plan.terms):
+        row_term = torch.where(term.rows, i, row_term)
+        param = torch.where(term.rows, term.param, param)
+        weight = torch.where(term.rows, term.weight, weight)
+    used = (row_term < k) | plan.seq_rows
+    pos = torch.nonzero(mask & used[:, None])
+    key = row_term[pos[:, 0]]
+    order = torch.sort(key, stable=True).indices
+    pos, key = pos[order], key[order]
+    counts = torch.bincount(key, minlength=k + 1).tolist()
+    segments: list[tuple[int, int, int]] = []
+    spans: list[tuple[int, int]] = []
+    start = 0
+    for i, count in enumerate(counts):
+        code = plan.terms[i].code if i < k else _NONE
+        if count:
+            segments.append((start, start + count, code))
+        spans.append((start, start + count))
+        start += count
+    rows = pos[:, 0]
+    return pos[:, 0], pos[:, 1], tuple(segments), param[rows], weight[rows], spans[:k]
+
+
+# ----------------------------------------------------------------------------------------------
+# Public entry points.
+# ----------------------------------------------------------------------------------------------
+
+
+def chunked_loss(
+    method: str,
+    *,
+    student_hidden: Float[Tensor, "batch seq hidden"],
+    student_weight: Float[Tensor, "vocab hidden"],
+    teacher_hidden: Float[Tensor, "batch seq teacher_hidden"] | None = None,
+    teacher_weight: Float[Tensor, "vocab teacher_hidden"] | None = None,
+    target_ids: Int[Tensor, "batch seq"],
+    mask: Bool[Tensor, "batch seq"],
+    is_tgo: Bool[Tensor, " batch"],
+    quality: Float[Tensor, " batch"] | None = None,
+    behaviour_logp: Float[Tensor, " batch"] | None = None,
+    group: Int[Tensor, " batch"] | None = None,
+    options: ASKDOptions | None = None,
+    num_tgo: int | None = None,
+    num_sgo: int | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    student_bias: Float[Tensor, " vocab"] | None = None,
+    teacher_bias: Float[Tensor, " vocab"] | None = None,
+    kernel: Kernel = "fused",
+) -> LossOutput:
+    r"""Any method of :func:`~askd_ref.compute_loss`, from hidden states, chunk by chunk.
+
+    Equal in value and gradient (within :mod:`askd_ref.tolerances`) to
+    ``compute_loss(method, DistillBatch(...))`` with full log-probs
+    ``log_softmax(hidden @ weightᵀ + bias)``, but never materialises (tokens × vocab) logits for
+    the whole batch: the peak extra memory is a few ``(chunk_size, vocab)`` buffers, the saved
+    ``(tokens, hidden)`` and ``(vocab, hidden)`` gradients and the packed hidden states.
+
+    * Sequence-level terms (``askd`` E11–E13, ``seqkd``, the SGO term of ``advantage_kd``) are
+      computed by the library's own loss functions on the chunked token log-probs
+      ``log q(y_t|c_t)``, ``log p(y_t|c_t)`` (see :func:`chunked_token_log_probs`).
+    * Dense terms (``askd-dense`` E15, ``askd`` with ``lambda_dense > 0``, ``kd``, ``rkl``,
+      ``gkd``, ``distillm``, ``distillm2``, the FKL term of ``advantage_kd``) are summed per
+      sample chunk by chunk, with the same pooling and normalisers as the full-logit losses.
+
+    Gradients flow to ``student_hidden``, ``student_weight`` and ``student_bias`` (whichever
+    require grad); the teacher never receives gradient.
+
+    Args:
+        method: one of :data:`~askd_ref.METHODS`.
+        student_hidden: final hidden states, ``(batch, seq, hidden)``; position t predicts
+            ``target_ids[:, t]`` (already shifted; see the module docstring).
+        student_weight: output projection ``(vocab, hidden)`` (``lm_head.weight``).
+        teacher_hidden: ``(batch, seq, teacher_hidden)``; the teacher's hidden size may differ.
+            Not needed by ``seqkd``.
+        teacher_weight: ``(vocab, teacher_hidden)``, the same vocabulary as the student (slice
+            padded heads to the shared tokenizer vocabulary first).
+        target_ids: integer ``(batch, seq)``, the sampled token at each position.
+        mask: bool ``(batch, seq)``, True on response positions; every row needs one.
+        is_tgo: bool ``(batch,)``, True for teacher-generated outputs.
+        quality: ``(batch,)`` r ∈ [0, 1] (``askd``, ``askd-dense``, ``advantage_kd``).
+        behaviour_logp: ``(batch,)`` behaviour-policy sequence log-probs for off-policy SGOs (E13).
+        group: integer ``(batch,)`` prompt ids (``advantage_kd``).
+        options: :class:`~askd_ref.ASKDOptions` for ``askd``/``askd-dense``.
+        num_tgo: global TGO count (gradient accumulation / data parallel); default local.
+        num_sgo: global SGO count; default local.
+        chunk_size: packed tokens per projection chunk (any positive int; values and gradients
+            do not depend on it beyond rounding).
+        student_bias: optional ``(vocab,)`` output bias of the student.
+        teacher_bias: optional ``(vocab,)`` output bias of the teacher.
+        kernel: ``"fused"`` (closed-form logit gradients, default) or ``"core"`` (the library's
+            divergence functions and autograd per chunk; slower, the reference).
+
+    Returns:
+        :class:`~askd_ref.LossOutput` with the loss and the diagnostics of the full-logit method.
+
+    Example:
+        >>> import torch
+        >>> from askd_ref import DistillBatch, compute_loss
+        >>> g = torch.Generator().manual_seed(0)
+        >>> hs = torch.randn(2, 3, 4, generator=g, dtype=torch.float64, requires_grad=True)
+        >>> ht = torch.randn(2, 3, 5, generator=g, dtype=torch.float64)
+        >>> ws = torch.randn(7, 4, generator=g, dtype=torch.float64)
+        >>> wt = torch.randn(7, 5, generator=g, dtype=torch.float64)
+        >>> ids = torch.randint(0, 7, (2, 3), generator=g)
+        >>> mask = torch.tensor([[True, True, False], [True, True, True]])
+        >>> kw = dict(is_tgo=torch.tensor([True, False]), quality=torch.tensor([0.9, 0.2]))
+        >>> out = chunked_loss("askd-dense", student_hidden=hs, student_weight=ws, teacher_hidden=ht,
+        ...                    teacher_weight=wt, target_ids=ids, mask=mask, chunk_size=2, **kw)
+        >>> full = compute_loss("askd-dense", DistillBatch(
+        ...     mask=mask, student_logp=torch.log_softmax(hs @ ws.T, -1),
+        ...     teacher_logp=torch.log_softmax(ht @ wt.T, -1), **kw))
+        >>> bool(torch.isclose(out.loss, full.loss, rtol=1e-12, atol=0.0))
+        True
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    _check_chunk(chunk_size, kernel)
+    opts = resolve_options(options)
+    shape = _check_mask(mask)
+    hs, ws, bs = _check_head("student", student_hidden, student_weight, student_bias, shape)
+    needs_teacher = method != "seqkd"
+    ht: Tensor | None = None
+    wt: Tensor | None = None
+    bt: Tensor | None = None
+    if needs_teacher:
+        if teacher_hidden is None or teacher_weight is None:
+            raise ValueError(f"{method} needs teacher_hidden and teacher_weight, got None")
+        ht, wt, bt = _check_head("teacher", teacher_hidden, teacher_weight, teacher_bias, shape)
+        if wt.shape[0] != ws.shape[0]:
+            raise ValueError(
+                f"vocabulary mismatch: student_weight has {ws.shape[0]} rows, teacher_weight "
+                f"{wt.shape[0]}; slice padded heads to the shared tokenizer vocabulary first"
+            )
+        check_same_device(student_hidden=hs, teacher_hidden=ht, mask=mask)
+    check_same_device(student_hidden=hs, mask=mask)
+    ids = _check_targets(target_ids, mask, ws.shape[0])
+    lengths = mask.sum(-1)
+    if bool((lengths == 0).any()):
+        row = int(torch.nonzero(lengths == 0)[0, 0])
+        raise ValueError(f"mask row {row} selects no tokens; every sample needs at least one")
+    batch = DistillBatch(
+        mask=mask, is_tgo=is_tgo, quality=quality, behaviour_logp=behaviour_logp, group=group
+    )
+    cdt = compute_dtype(*(x.dtype for x in (hs, ws, bs, ht, wt, bt) if x is not None))
+    _, _, n_t, n_s = _split_counts(batch, num_tgo, num_sgo)
+    plan = _plan(method, batch, opts, n_t, n_s, cdt)
+
+    rows, cols, segments, param, weight, spans = _pack_tokens(mask, plan, cdt)
+    if rows.numel() == 0:
+        return _finish([], batch, {})  # raises: nothing this method trains on
+    packed_hs = hs[rows, cols]
+    packed_ht = None if ht is None or not (plan.terms or plan.teacher_tokens) else ht[rows, cols]
+    if is_validation_enabled():
+        check_no_nan("student_hidden (at masked-in positions)", packed_hs)
+        check_no_nan("student_weight", ws)
+        if bs is not None:
+            check_no_nan("student_bias", bs)
+        if packed_ht is not None:
+            assert wt is not None
+            check_no_nan("teacher_hidden (at masked-in positions)", packed_ht)
+            check_no_nan("teacher_weight", wt)
+            if bt is not None:
+                check_no_nan("teacher_bias", bt)
+    with torch.no_grad():
+        la = torch.log(param).view(-1, 1)
+        l1a = torch.log1p(-param).view(-1, 1)
+    want_grad = torch.is_grad_enabled() and any(x.requires_grad for x in (packed_hs, ws, bs) if x is not None)
+    pack = _Pack(
+        targets=ids[rows, cols].long(),
+        segments=segments,
+        param=param.view(-1, 1),
+        la=la,
+        l1a=l1a,
+        weight=weight.view(-1, 1),
+        teacher_tokens=plan.teacher_tokens,
+        chunk_size=chunk_size,
+        kernel=kernel,
+        want_grad=want_grad,
+        cdt=cdt,
+    )
+    dense_loss, s_tok, t_tok, values = _ChunkedHeads.apply(  # type: ignore[no-untyped-call]
+        packed_hs, ws, bs, packed_ht, None if packed_ht is None else wt, bt, pack
+    )
+
+    diagnostics = dict(plan.diagnostics)
+    for term, (a, b) in zip(plan.terms, spans, strict=True):
+        diagnostics[term.value_key] = float(values[a:b].sum() / (b - a))
+
+    terms: list[Tensor] = []
+    if plan.terms:
+        terms.append(dense_loss)
+    if method in ("askd", "seqkd", "advantage_kd"):
+        zeros = torch.zeros(shape, dtype=cdt, device=mask.device)
+        student_tok = zeros.index_put((rows, cols), s_tok)
+        teacher_tok = zeros.index_put((rows, cols), t_tok) if plan.teacher_tokens else None
+        tok_batch = dataclasses.replace(batch, student_token_logp=student_tok, teacher_token_logp=teacher_tok)
+        if method == "askd":
+            seq_opts = dataclasses.replace(opts, lambda_dense=0.0)
+            seq = askd_loss(tok_batch, options=seq_opts, num_tgo=num_tgo, num_sgo=num_sgo)
+            terms.insert(0, seq.loss)
+            diagnostics = {**seq.diagnostics, **diagnostics}
+        elif method == "seqkd":
+            return seqkd_loss(tok_batch, num_tgo=num_tgo, num_sgo=num_sgo)
+        else:
+            _advantage_sgo_term(tok_batch, n_s, terms, diagnostics)
+    if method == "askd":
+        total = torch.stack(terms).sum()
+        return LossOutput(loss=total, sample_count=batch.batch_size, diagnostics=diagnostics)
+    return _finish(terms, batch, diagnostics)
+
+
+def _advantage_sgo_term(batch: DistillBatch, n_s: int, terms: list[Tensor], diag: dict[str, float]) -> None:
+    """The SGO term −sg(A)·S̄_θ(y) of :func:`~askd_ref.advantage_kd_loss` on token log-probs."""
+    sgo_rows = ~batch.is_tgo
+    if not bool(sgo_rows.any()):
+        return
+    batch.require("advantage_kd_loss", "quality", "group")
+    part = batch.select(sgo_rows)
+    assert part.quality is not None
+    assert part.group is not None
+    s, _, m = check_token_batch(part.student_token_logp, None, part.mask)
+    from askd_ref._validation import check_range
+
+    check_range("quality", part.quality, 0.0, 1.0)
+    eps_a = _default(advantage_kd_loss, "eps_a")
+    adv = group_advantages(part.quality.to(s.dtype), part.group, eps_a).detach()
+    terms.append(-(adv * pool(s, m, "mean")).sum() / n_s)
+    diag["advantage_kd/adv_mean"] = _mean(adv)
+    diag["advantage_kd/adv_abs_max"] = float(adv.abs().max())
+
+
+def chunked_token_log_probs(
+    hidden: Float[Tensor, "batch seq hidden"],
+    weight: Float[Tensor, "vocab hidden"],
+    target_ids: Int[Tensor, "batch seq"],
+    mask: Bool[Tensor, "batch seq"],
+    *,
+    bias: Float[Tensor, " vocab"] | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> Float[Tensor, "batch seq"]:
+    r"""Token log-probs log softmax(hidden·Wᵀ + b)[target] without (tokens × vocab) logits.
+
+    .. math:: \ell_t = z_{t, y_t} - \log\sum_v e^{z_{t,v}},\qquad z_t = W h_t + b
+
+    Differentiable in ``hidden``, ``weight`` and ``bias``: the backward pass recomputes each
+    chunk's logits once (the forward keeps one log-sum-exp per token). The values feed the
+    sequence-level losses through ``DistillBatch(student_token_logp=..., teacher_token_logp=...)``.
+
+    Args:
+        hidden: ``(batch, seq, hidden)``; position t predicts ``target_ids[:, t]`` (shifted).
+        weight: output projection ``(vocab, hidden)``.
+        target_ids: integer ``(batch, seq)``.
+        mask: bool ``(batch, seq)``; only True positions are computed.
+        bias: optional ``(vocab,)``.
+        chunk_size: tokens per projection chunk.
+
+    Returns:
+        ``(batch, seq)`` log-probs, 0 at masked-out positions; float32 for half inputs.
+
+    Example:
+        >>> import torch
+        >>> h = torch.zeros(1, 2, 3); w = torch.randn(4, 3)  # zero hidden state: uniform over 4
+        >>> chunked_token_log_probs(h, w, torch.tensor([[1, 2]]), torch.tensor([[True, False]]))
+        tensor([[-1.3863,  0.0000]])
+    """
+    _check_chunk(chunk_size, "fused")
+    shape = _check_mask(mask)
+    h, w, b = _check_head("student", hidden, weight, bias, shape)
+    check_same_device(hidden=h, mask=mask)
+    ids = _check_targets(target_ids, mask, w.shape[0])
+    cdt = compute_dtype(*(x.dtype for x in (h, w, b) if x is not None))
+    rows, cols = torch.nonzero(mask, as_tuple=True)
+    packed = h[rows, cols]
+    if is_validation_enabled():
+        check_no_nan("hidden (at masked-in positions)", packed)
+        check_no_nan("weight", w)
+    if rows.numel() == 0:
+        return torch.zeros(shape, dtype=cdt, device=mask.device)
+    n = rows.shape[0]
+    pack = _Pack(
+        targets=ids[rows, cols].long(),
+        segments=((0, n, _NONE),),
+        param=torch.zeros(n, 1, dtype=cdt, device=mask.device),
+        la=torch.zeros(n, 1, dtype=cdt, device=mask.device),
+        l1a=torch.zeros(n, 1, dtype=cdt, device=mask.device),
+        weight=torch.zeros(n, 1, dtype=cdt, device=mask.device),
+        teacher_tokens=False,
+        chunk_size=chunk_size,
+        kernel="fused",
+        want_grad=False,
+        cdt=cdt,
+    )
+    _, s_tok, _, _ = _ChunkedHeads.apply(packed, w, b, None, None, None, pack)  # type: ignore[no-untyped-call]
+    out: Tensor = torch.zeros(shape, dtype=cdt, device=mask.device).index_put((rows, cols), s_tok)
+    return out
