@@ -103,8 +103,13 @@ def _log_mixture(log_a: Tensor, log_b: Tensor, weight_a: Tensor) -> Tensor:
 
 
 def _kl_rows(log_a: Tensor, log_m: Tensor) -> Tensor:
-    """Σ_v a_v (log a_v − log m_v) over the last axis, with 0·log 0 = 0 (and zero gradient)."""
-    support = ~torch.isneginf(log_a)
+    """Σ_v a_v (log a_v − log m_v) over the last axis, with 0·log 0 = 0 (and zero gradient).
+
+    The support is where a_v = exp(log a_v) is representable (> 0), not merely log a_v > −inf:
+    a finite log-prob whose exp underflows (e.g. −1e4, or a ``finfo.min`` mask) carries no mass
+    either, and must not meet log m_v = −inf (0·inf would be NaN).
+    """
+    support = log_a.exp() > 0
     zero = torch.zeros((), dtype=log_a.dtype, device=log_a.device)
     a_safe = torch.where(support, log_a, zero)
     m_safe = torch.where(support, log_m, zero)
