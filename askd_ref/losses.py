@@ -279,8 +279,9 @@ def sgo_loss(
 
     where Z = |y| under ``normalize="mean"`` (else 1), so that at μ = q_θ the gradient equals
     E12's. ĉ (detached) is :func:`~askd_ref.clipped_sgo_coefficient`. Both are
-    gradient-equivalent surrogates: on-policy with gate ``"none"`` the expected gradient is
-    exactly ∇UJ (T2); off-policy it is unbiased while ρ is unclipped (T9).
+    gradient-equivalent surrogates: on-policy with gate ``"none"`` and ``sgo_pullup="adaptive"``
+    the expected gradient is exactly ∇UJ (T2; the default ``"fixed"`` pull-up gives ∇UJ with
+    α_y = α_lo where q(y) < p(y)); off-policy it is unbiased while ρ is unclipped (T9).
 
     Args:
         student_token_logp: log q(y_t|c_t), ``(batch, seq)``, with gradient.

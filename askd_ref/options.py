@@ -58,8 +58,9 @@ class ASKDOptions:
 
     gate: GateKind = "soft"
     """Quality gate h(r) of E8. ``"soft"``: clip((r − τ_lo)/(τ_hi − τ_lo), 0, 1), Lipschitz in r.
-    ``"hard"``: 1{r ≥ τ}, not continuous in r. ``"none"``: h ≡ 0 (no clip; E12 is then the
-    exact gradient of the unnormalised skew reverse KL UJ)."""
+    ``"hard"``: 1{r ≥ τ}, not continuous in r. ``"none"``: h ≡ 0 (no clip; with
+    ``sgo_pullup="adaptive"`` E12 is then the exact gradient of the unnormalised skew reverse KL
+    UJ; with the default ``"fixed"`` pull-up, of UJ with α_y = α_lo where q(y) < p(y))."""
 
     tau_lo: float = 0.5
     """Quality at which the soft gate starts to close the push-down (h = 0 below it)."""
