@@ -219,8 +219,9 @@ def skew_forward_kl(
     if mixture_grad == "stop" and s.requires_grad:
         # Keep the result attached to the student with an explicit zero gradient, so that
         # backward() works (and gives zeros) instead of failing on a detached graph.
+        # (Multiply before summing: a sum of huge finite log-probs can overflow to −inf.)
         zero = torch.zeros((), dtype=s.dtype, device=s.device)
-        value = value + 0.0 * torch.where(torch.isneginf(s), zero, s).sum(-1)
+        value = value + (0.0 * torch.where(torch.isneginf(s), zero, s)).sum(-1)
     return value
 
 
