@@ -78,7 +78,12 @@ def _sgo_coefficient(d: Tensor, a: Tensor, mixture_grad: MixtureGrad) -> Tensor:
     log_u = _log_u(d, a)
     if mixture_grad == "stop":
         return log_u
-    return log_u - a * torch.expm1(log_u)
+    # α(u − 1) = α·expm1(log u) is bounded (αu ≤ 1) for α > 0; at α = 0 it is exactly 0 while
+    # u = e^Δ may overflow (0·inf = NaN), so that case is masked, in the input too (gradients).
+    positive = a > 0
+    zero = torch.zeros((), dtype=log_u.dtype, device=log_u.device)
+    log_u_pos = torch.where(positive, log_u, zero)
+    return log_u - torch.where(positive, a * torch.expm1(log_u_pos), zero)
 
 
 def sgo_coefficient(
