@@ -1,0 +1,352 @@
+"""The toy distillation pipeline shared by ``askd demo`` and ``askd bench quality``.
+
+1. :func:`train_teacher` — a small Llama trained from scratch by SFT on reference solutions,
+   stopped as soon as its greedy accuracy on a dev set reaches ``teacher_target`` (so it is
+   imperfect: roughly 70–90 %, and its sampled outputs vary in quality).
+2. :func:`train_student_sft` — a smaller Llama, briefly SFT-trained on reference solutions (the
+   common starting point of every distillation method).
+3. :func:`teacher_outputs` — TGOs sampled from the teacher for the distillation prompts.
+4. :func:`distill` — :class:`~askd_ref.trainer.ASKDTrainer` with one method from that start, with
+   the same prompts, TGOs, steps and batch size for every method.
+5. :func:`evaluate` — greedy accuracy on the held-out problems (exact match).
+
+Every stage is deterministic given :class:`ToySettings` and a seed (CPU).
+"""
+
+import copy
+import dataclasses
+import os
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from askd_ref.engine.evaluate import EvalResult, evaluate_model
+from askd_ref.generation import generate
+from askd_ref.options import ASKDOptions
+from askd_ref.quality.math import ExactMatch
+from askd_ref.toy.models import problem_batches, sft_train, tiny_llama
+from askd_ref.toy.task import Problem, ProblemPool, ToyTask
+from askd_ref.toy.tokenizer import build_tokenizer
+from askd_ref.trainer import METHOD_NEEDS, ASKDConfig, ASKDTrainer, PromptItem, Response
+
+__all__ = [
+    "DistillResult",
+    "ModelSize",
+    "ToySettings",
+    "ToySetup",
+    "distill",
+    "evaluate",
+    "make_setup",
+    "prompt_items",
+    "teacher_outputs",
+    "train_student_sft",
+    "train_teacher",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSize:
+    """Size of a tiny Llama."""
+
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ToySettings:
+    """Every knob of the toy pipeline (defaults: the ``askd demo`` configuration)."""
+
+    width: int = 2
+    """Digits per operand of the addition task."""
+    n_eval: int = 1000
+    """Held-out evaluation problems (greedy exact match)."""
+    n_dev: int = 200
+    """Dev problems (drawn from the training pool) for the teacher's stopping rule."""
+    teacher: ModelSize = ModelSize(48, 2, 4)
+    teacher_max_steps: int = 1500
+    teacher_lr: float = 2e-3
+    teacher_target: float = 0.8
+    """The teacher stops training once its dev accuracy reaches this (checked every
+    ``teacher_check_every`` steps after ``teacher_min_steps``)."""
+    teacher_check_every: int = 50
+    teacher_min_steps: int = 400
+    student: ModelSize = ModelSize(32, 2, 4)
+    student_sft_steps: int = 1500
+    """Maximal SFT steps of the student."""
+    student_lr: float = 3e-3
+    student_target: float | None = 0.3
+    """The student's SFT stops once its dev accuracy reaches this (``None``: run all steps)."""
+    sft_batch_size: int = 64
+    n_prompts: int = 512
+    """Distinct distillation prompts (from the training pool)."""
+    tgo_per_prompt: int = 1
+    tgo_temperature: float = 1.0
+    """Sampling temperature of the teacher's outputs (1: the teacher's own distribution)."""
+    distill_steps: int = 200
+    distill_batch_size: int = 32
+    """Prompts per optimizer step (each brings its TGOs and ``sgo_per_prompt`` SGOs)."""
+    distill_lr: float = 1e-3
+    sgo_per_prompt: int = 1
+    sgo_regime: str = "on_policy"
+    sgo_temperature: float = 1.0
+    loss_path: str = "chunked"
+    max_new_tokens: int = 12
+    warmup_steps: int = 10
+
+
+@dataclasses.dataclass
+class ToySetup:
+    """What every method of one seed shares: tokenizer, teacher, SFT student, data."""
+
+    settings: ToySettings
+    seed: int
+    tokenizer: Any
+    task: ToyTask
+    pool: ProblemPool
+    eval_problems: list[Problem]
+    teacher: Any = None
+    teacher_eval: EvalResult | None = None
+    teacher_steps: int = 0
+    student: Any = None
+    student_steps: int = 0
+    student_eval: EvalResult | None = None
+    items: list[PromptItem] = dataclasses.field(default_factory=list)
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+def make_setup(settings: ToySettings, *, seed: int = 0) -> ToySetup:
+    """Tokenizer, task and the held-out split (nothing trained yet)."""
+    task = ToyTask(width=settings.width)
+    pool, eval_problems = task.split(seed=seed, n_eval=settings.n_eval)
+    return ToySetup(settings, seed, build_tokenizer(), task, pool, eval_problems)
+
+
+def evaluate(setup: ToySetup, model: Any, *, progress: bool = False, desc: str = "eval") -> EvalResult:
+    """Greedy exact-match accuracy of ``model`` on the held-out problems."""
+    return evaluate_model(
+        model,
+        setup.tokenizer,
+        [p.to_prompt() for p in setup.eval_problems],
+        ExactMatch(),
+        max_new_tokens=setup.settings.max_new_tokens,
+        progress=progress,
+        desc=desc,
+    )
+
+
+def _autocast(dtype: str) -> torch.dtype | None:
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype)
+
+
+def train_teacher(
+    setup: ToySetup, *, teacher_seed: int = 0, device: str = "cpu", dtype: str = "fp32", progress: bool = True
+) -> None:
+    """Train the teacher from scratch until its dev accuracy reaches ``teacher_target``."""
+    s = setup.settings
+    t0 = time.perf_counter()
+    model = tiny_llama(
+        setup.tokenizer,
+        hidden_size=s.teacher.hidden_size,
+        num_layers=s.teacher.num_layers,
+        num_heads=s.teacher.num_heads,
+        seed=1000 + teacher_seed,
+    )
+    dev = [p.to_prompt() for p in setup.pool.distinct(s.n_dev, seed=f"dev-{teacher_seed}")]
+    signal = ExactMatch()
+
+    def reached(step: int) -> bool:
+        if step < s.teacher_min_steps:
+            return False
+        acc = evaluate_model(model, setup.tokenizer, dev, signal, max_new_tokens=s.max_new_tokens).accuracy
+        model.train()
+        return acc >= s.teacher_target
+
+    losses = sft_train(
+        model,
+        setup.tokenizer,
+        problem_batches(setup.pool, s.sft_batch_size, seed=f"teacher-{teacher_seed}"),
+        steps=s.teacher_max_steps,
+        lr=s.teacher_lr,
+        device=device,
+        autocast_dtype=_autocast(dtype),
+        seed=teacher_seed,
+        progress=progress,
+        desc="teacher sft",
+        stop=reached,
+        check_every=s.teacher_check_every,
+    )
+    setup.teacher = model
+    setup.teacher_steps = len(losses)
+    setup.timings["teacher_train_s"] = time.perf_counter() - t0
+    setup.teacher_eval = evaluate(setup, model, progress=progress, desc="eval teacher")
+
+
+def train_student_sft(
+    setup: ToySetup, *, device: str = "cpu", dtype: str = "fp32", progress: bool = True
+) -> None:
+    """Initialise the student and train it briefly on reference solutions."""
+    s = setup.settings
+    t0 = time.perf_counter()
+    model = tiny_llama(
+        setup.tokenizer,
+        hidden_size=s.student.hidden_size,
+        num_layers=s.student.num_layers,
+        num_heads=s.student.num_heads,
+        seed=2000 + setup.seed,
+    )
+    dev = [p.to_prompt() for p in setup.pool.distinct(s.n_dev, seed=f"dev-student-{setup.seed}")]
+    signal = ExactMatch()
+    target = s.student_target
+
+    def reached(step: int) -> bool:
+        if target is None or step < s.teacher_min_steps:
+            return False
+        acc = evaluate_model(model, setup.tokenizer, dev, signal, max_new_tokens=s.max_new_tokens).accuracy
+        model.train()
+        return acc >= target
+
+    losses = sft_train(
+        model,
+        setup.tokenizer,
+        problem_batches(setup.pool, s.sft_batch_size, seed=f"student-{setup.seed}"),
+        steps=s.student_sft_steps,
+        lr=s.student_lr,
+        device=device,
+        autocast_dtype=_autocast(dtype),
+        seed=setup.seed,
+        progress=progress,
+        desc="student sft",
+        stop=reached,
+        check_every=s.teacher_check_every,
+    )
+    setup.student = model
+    setup.student_steps = len(losses)
+    setup.timings["student_sft_s"] = time.perf_counter() - t0
+    setup.student_eval = evaluate(setup, model, progress=progress, desc="eval student (SFT)")
+
+
+def teacher_outputs(setup: ToySetup, *, progress: bool = True) -> None:
+    """Sample the TGOs of the distillation prompts from the teacher and score them."""
+    s = setup.settings
+    t0 = time.perf_counter()
+    problems = setup.pool.distinct(s.n_prompts, seed=f"prompts-{setup.seed}")
+    gens = generate(
+        setup.teacher,
+        setup.tokenizer,
+        [p.prompt for p in problems],
+        n=s.tgo_per_prompt,
+        temperature=s.tgo_temperature,
+        max_new_tokens=s.max_new_tokens,
+        seed=f"tgo-{setup.seed}",
+        progress=progress,
+        desc="teacher outputs",
+    )
+    setup.items = prompt_items(problems, gens, s.tgo_per_prompt)
+    setup.timings["tgo_generation_s"] = time.perf_counter() - t0
+
+
+def prompt_items(problems: Sequence[Problem], gens: Sequence[Any], per_prompt: int) -> list[PromptItem]:
+    """Prompt rows with their TGOs, quality-scored by exact match."""
+    signal = ExactMatch()
+    items: list[PromptItem] = []
+    for i, p in enumerate(problems):
+        mine = gens[i * per_prompt : (i + 1) * per_prompt]
+        samples = [p.to_sample(g.text, "teacher") for g in mine]
+        scores = signal.score(samples)
+        tgos = tuple(
+            Response(text=g.text, token_ids=g.token_ids, quality=q) for g, q in zip(mine, scores, strict=True)
+        )
+        items.append(PromptItem(index=i, prompt=p.prompt, reference=p.reference, tgos=tgos))
+    return items
+
+
+@dataclasses.dataclass
+class DistillResult:
+    """One distillation run."""
+
+    method: str
+    model: Any
+    eval: EvalResult
+    log_history: list[dict[str, Any]]
+    seconds: float
+
+
+def distill(
+    setup: ToySetup,
+    method: str,
+    *,
+    options: ASKDOptions | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    seed: int | None = None,
+    device: str = "cpu",
+    dtype: str = "fp32",
+    output_dir: str | None = None,
+    progress: bool = True,
+    evaluate_after: bool = True,
+) -> DistillResult:
+    """Distil the teacher into a copy of the SFT student with ``method`` (same budget for all).
+
+    ``overrides`` replaces fields of the :class:`ASKDConfig` built from the settings (e.g.
+    ``{"sgo_regime": "batched"}``).
+    """
+    from transformers import TrainingArguments
+
+    s = setup.settings
+    t0 = time.perf_counter()
+    student = copy.deepcopy(setup.student)
+    fields: dict[str, Any] = {
+        "method": method,
+        "options": options or ASKDOptions(),
+        "quality": "exact_match",
+        "sgo_regime": s.sgo_regime if METHOD_NEEDS[method].sgo else "none",
+        "sgo_per_prompt": s.sgo_per_prompt,
+        "temperature": s.sgo_temperature,
+        "max_new_tokens": s.max_new_tokens,
+        "loss_path": s.loss_path,
+        "generation_batch_size": 256,
+    }
+    fields.update(overrides or {})
+    config = ASKDConfig(**fields)
+    with tempfile.TemporaryDirectory() as tmp:
+        args = TrainingArguments(
+            output_dir=output_dir or os.path.join(tmp, "run"),
+            per_device_train_batch_size=s.distill_batch_size,
+            max_steps=s.distill_steps,
+            learning_rate=s.distill_lr,
+            lr_scheduler_type="cosine",
+            warmup_steps=s.warmup_steps,
+            weight_decay=0.0,
+            logging_steps=10,
+            save_strategy="no",
+            report_to=[],
+            seed=setup.seed if seed is None else seed,
+            use_cpu=device == "cpu",
+            bf16=dtype == "bf16",
+            fp16=dtype == "fp16",
+            disable_tqdm=not progress,
+            dataloader_num_workers=0,
+        )
+        trainer = ASKDTrainer(
+            model=student,
+            teacher=setup.teacher,
+            args=args,
+            config=config,
+            train_dataset=setup.items,
+            processing_class=setup.tokenizer,
+        )
+        trainer.train()
+        history = list(trainer.state.log_history)
+    student.eval()
+    seconds = time.perf_counter() - t0
+    result = evaluate(setup, student, progress=progress, desc=f"eval {method}") if evaluate_after else None
+    assert result is not None or not evaluate_after
+    return DistillResult(method, student, result if result is not None else _empty_eval(), history, seconds)
+
+
+def _empty_eval() -> EvalResult:
+    return EvalResult(accuracy=float("nan"), n=0, stderr=float("nan"), scores=(), responses=())
+
