@@ -24,6 +24,7 @@ __all__ = [
     "broadcast_to",
     "check_bool_mask",
     "check_float_tensor",
+    "check_has_data",
     "check_log_probs",
     "check_no_nan",
     "check_range",
@@ -93,6 +94,7 @@ def check_float_tensor(name: str, x: object, *, min_ndim: int = 0, allow_empty: 
     """Return ``x`` if it is a floating-point tensor of rank ≥ ``min_ndim``; raise otherwise."""
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {_describe(x)}")
+    check_has_data(name, x)
     if not x.is_floating_point():
         raise TypeError(
             f"{name} must be a floating-point tensor (float64, float32, bfloat16 or float16), "
@@ -103,6 +105,15 @@ def check_float_tensor(name: str, x: object, *, min_ndim: int = 0, allow_empty: 
     if not allow_empty and x.numel() == 0:
         raise ValueError(f"{name} is empty (shape {tuple(x.shape)}); expected at least one element")
     return x
+
+
+def check_has_data(name: str, x: Tensor) -> None:
+    """Raise ``ValueError`` for a tensor on the ``meta`` device (shape only, no values to check)."""
+    if x.device.type == "meta":
+        raise ValueError(
+            f"{name} is on the meta device, which holds no data; askd_ref needs real tensors, all "
+            "tensor arguments on one device (e.g. cpu or cuda)"
+        )
 
 
 def check_no_nan(name: str, x: Tensor, *, allow_neg_inf: bool = False, allow_pos_inf: bool = False) -> None:
@@ -161,6 +172,7 @@ def check_bool_mask(name: str, mask: object, shape: Sequence[int]) -> Tensor:
     """Return ``mask`` if it is a bool tensor of exactly ``shape``; raise otherwise."""
     if not isinstance(mask, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of dtype torch.bool, got {_describe(mask)}")
+    check_has_data(name, mask)
     if mask.dtype != torch.bool:
         raise TypeError(
             f"{name} must have dtype torch.bool, got {mask.dtype} (convert with {name}.bool() "
