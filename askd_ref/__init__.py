@@ -25,6 +25,7 @@ if TYPE_CHECKING:
         rkl_loss,
         seqkd_loss,
     )
+    from askd_ref.chunked import chunked_loss, chunked_token_log_probs
     from askd_ref.coefficients import clipped_sgo_coefficient, sgo_coefficient, tgo_coefficient
     from askd_ref.divergences import (
         forward_kl,
@@ -57,6 +58,8 @@ _EXPORTS: dict[str, str] = {
     "METHODS": "askd_ref.baselines",
     "advantage_kd_loss": "askd_ref.baselines",
     "askd_loss": "askd_ref.losses",
+    "chunked_loss": "askd_ref.chunked",
+    "chunked_token_log_probs": "askd_ref.chunked",
     "clipped_sgo_coefficient": "askd_ref.coefficients",
     "compute_loss": "askd_ref.baselines",
     "dense_askd_loss": "askd_ref.losses",
@@ -96,6 +99,8 @@ __all__ = [
     "LossOutput",
     "advantage_kd_loss",
     "askd_loss",
+    "chunked_loss",
+    "chunked_token_log_probs",
     "clipped_sgo_coefficient",
     "compute_loss",
     "dense_askd_loss",
