@@ -21,6 +21,7 @@ from torch import Tensor
 from askd_ref._validation import (
     check_bool_mask,
     check_float_tensor,
+    check_has_data,
     check_no_nan,
     check_same_device,
     compute_dtype,
@@ -94,6 +95,10 @@ def check_token_batch(
     return s_c, t_c, m
 
 
+def _kind(x: object) -> str:
+    return f"dtype {x.dtype}" if isinstance(x, Tensor) else type(x).__name__
+
+
 def pool(values: Tensor, mask: Tensor, normalize: Normalize) -> Tensor:
     """Σ_t (or mean_t) of ``values`` over the masked-in positions of each row."""
     total = values.sum(-1)  # masked-out positions are already 0
@@ -158,7 +163,8 @@ def token_log_probs(
 
     ``logits[:, t]`` scores ``input_ids[:, t + 1]``, so the result has length ``seq − 1``:
     ``out[:, t] = log_softmax(logits[:, t])[input_ids[:, t + 1]]`` and the returned mask is
-    ``response_mask[:, 1:]`` (True where the *predicted* token is a response token). Computed
+    ``response_mask[:, 1:]`` (True where the *predicted* token is a response token). Logits may
+    hold −inf (masked ids) but not NaN, +inf or a whole row of −inf. Computed
     in float32 (float64 for float64 logits). This materialises a full log-softmax; the chunked
     path (:mod:`askd_ref.chunked`) avoids that for large vocabularies.
 
@@ -181,14 +187,26 @@ def token_log_probs(
     x = check_float_tensor("logits", logits, min_ndim=3)
     if x.ndim != 3:
         raise ValueError(f"logits must have shape (batch, seq, vocab), got {tuple(x.shape)}")
-    if not isinstance(input_ids, Tensor) or input_ids.is_floating_point() or input_ids.dtype == torch.bool:
-        raise TypeError("input_ids must be an integer tensor of token ids")
+    if (
+        not isinstance(input_ids, Tensor)
+        or input_ids.is_floating_point()
+        or input_ids.is_complex()
+        or input_ids.dtype == torch.bool
+    ):
+        raise TypeError(f"input_ids must be an integer tensor of token ids, got {_kind(input_ids)}")
     if tuple(input_ids.shape) != tuple(x.shape[:2]):
         raise ValueError(
             f"input_ids must have shape {tuple(x.shape[:2])} (batch, seq of logits), "
             f"got {tuple(input_ids.shape)}"
         )
     check_bool_mask("response_mask", response_mask, x.shape[:2])
+    check_has_data("input_ids", input_ids)
+    check_same_device(logits=x, input_ids=input_ids, response_mask=response_mask)
+    # NaN or +inf logits give NaN log-probs; a row that is entirely −inf is no distribution.
+    check_no_nan("logits", x, allow_neg_inf=True)
+    if is_validation_enabled() and bool(torch.isneginf(x).all(-1).any()):
+        idx = tuple(int(i) for i in torch.nonzero(torch.isneginf(x).all(-1))[0].tolist())
+        raise ValueError(f"logits are -inf for the whole vocabulary at position {idx}")
     if x.shape[1] < 2:
         raise ValueError("logits need at least 2 positions to score a next token")
     vocab = x.shape[-1]
