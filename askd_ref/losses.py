@@ -70,7 +70,7 @@ class DistillBatch:
 
     Attributes:
         mask: bool ``(batch, seq)``, True on response tokens (already shifted, see
-            :func:`~askd_ref.token_log_probs`).
+            :func:`~askd_ref.token_log_probs`); every row keeps at least one token.
         is_tgo: bool ``(batch,)``, True for teacher-generated outputs, False for student ones.
         quality: ``(batch,)`` quality r ∈ [0, 1] per sample (ASKD and ``advantage_kd``).
         student_token_logp: ``(batch, seq)`` log q(y_t|c_t) of the sampled tokens, with grad.
@@ -103,6 +103,10 @@ class DistillBatch:
         b, n = self.mask.shape
         if b == 0 or n == 0:
             raise ValueError(f"the batch is empty (mask shape {(b, n)})")
+        empty_rows = ~self.mask.any(-1)
+        if bool(empty_rows.any()):
+            row = int(torch.nonzero(empty_rows)[0, 0])
+            raise ValueError(f"mask row {row} selects no tokens; every sample needs at least one")
         check_bool_mask("is_tgo", self.is_tgo, (b,))
         for name in ("student_token_logp", "teacher_token_logp"):
             self._check_shape(name, (b, n))
@@ -123,7 +127,7 @@ class DistillBatch:
                 )
         if self.group is not None:
             g = self.group
-            if not isinstance(g, Tensor) or g.is_floating_point() or g.dtype == torch.bool:
+            if not isinstance(g, Tensor) or g.is_floating_point() or g.is_complex() or g.dtype == torch.bool:
                 raise TypeError("group must be an integer tensor of prompt ids")
             if tuple(g.shape) != (b,):
                 raise ValueError(f"group must have shape ({b},), got {tuple(g.shape)}")
