@@ -338,6 +338,7 @@ def distill(
             train_dataset=setup.items,
             processing_class=setup.tokenizer,
         )
+        quiet_trainer_output(trainer, progress=progress)
         trainer.train()
         history = list(trainer.state.log_history)
     student.eval()
@@ -345,6 +346,20 @@ def distill(
     result = evaluate(setup, student, progress=progress, desc=f"eval {method}") if evaluate_after else None
     assert result is not None or not evaluate_after
     return DistillResult(method, student, result if result is not None else _empty_eval(), history, seconds)
+
+
+def quiet_trainer_output(trainer: Any, *, progress: bool) -> None:
+    """Keep a trainer's tqdm bar (when ``progress``) but stop it printing every log dict."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    class _BarOnly(ProgressCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+            return None
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    if progress:
+        trainer.add_callback(_BarOnly())
 
 
 def _empty_eval() -> EvalResult:

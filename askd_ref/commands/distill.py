@@ -1,0 +1,43 @@
+"""``askd distill --config FILE.yaml``: distil a teacher into a student (see :mod:`askd_ref.engine.run`)."""
+
+import argparse
+from typing import Any
+
+__all__ = ["register"]
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "distill",
+        help="distil a teacher into a student with ASKD or a baseline (YAML config)",
+        description=(
+            "Train a student with ASKDTrainer as described by a YAML file: teacher and student (local "
+            "directory or hub id), data files, method, options, quality signal, SGO regime, device, dtype "
+            "and TrainingArguments. Works under `accelerate launch` (DDP)."
+        ),
+    )
+    p.add_argument("--config", required=True, help="YAML run file (see docs/engine.md)")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=None,
+        help="resume from the last complete checkpoint in output_dir, or from the given checkpoint",
+    )
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from askd_ref.engine.run import load_run_config, run_distill
+
+    try:
+        config = load_run_config(args.config)
+        metrics = run_distill(config, resume=args.resume, progress=not args.no_progress)
+    except (ValueError, FileNotFoundError) as err:
+        raise SystemExit(f"askd distill: {err}") from None
+    line = f"{metrics['method']}: {metrics['global_step']} steps, train loss {metrics['train_loss']:.4f}"
+    if "eval" in metrics:
+        line += f"; eval accuracy {metrics['eval']['accuracy']:.4f} (n = {metrics['eval']['n']})"
+    print(line)
+    return 0
