@@ -21,11 +21,19 @@ means, which is what ``distillm2`` computes; the paper's CALD loss (its Eq. 5) h
 factor 1/2, a constant rescaling.
 """
 
+import math
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
+from askd_ref._validation import (
+    check_float_tensor,
+    check_has_data,
+    check_range,
+    check_same_device,
+    compute_dtype,
+)
 from askd_ref.losses import (
     DistillBatch,
     LossOutput,
@@ -36,7 +44,7 @@ from askd_ref.losses import (
     packed_token_divergence,
     pool_sums,
 )
-from askd_ref.options import ASKDOptions
+from askd_ref.options import ASKDOptions, resolve_options
 from askd_ref.sequence import check_token_batch, pool
 
 __all__ = [
@@ -265,11 +273,15 @@ def group_advantages(quality: Tensor, group: Tensor, eps: float = 1e-4) -> Tenso
     Not Lipschitz in r where a group's rewards are all equal (T12): with r = (1, …, 1, 1−η)
     and G samples, A_G = −√(G−1) for every η > 0 while A = 0 at η = 0.
 
+    ``quality``: r ∈ [0, 1], shape ``(batch,)``; ``group``: integer prompt ids of the same shape;
+    ``eps``: ε_A > 0. Half-precision quality is computed in float32.
+
     Example:
         >>> import torch
         >>> group_advantages(torch.tensor([1.0, 0.0, 1.0, 1.0]), torch.tensor([0, 0, 1, 1]))
         tensor([ 0.9998, -0.9998,  0.0000,  0.0000])
     """
+    quality = _check_advantage_inputs(quality, group, eps)
     ids, inverse = torch.unique(group, return_inverse=True)
     k = ids.shape[0]
     count = torch.zeros(k, dtype=quality.dtype, device=quality.device).index_add(
@@ -278,7 +290,29 @@ def group_advantages(quality: Tensor, group: Tensor, eps: float = 1e-4) -> Tenso
     mean = torch.zeros_like(count).index_add(0, inverse, quality) / count
     centred = quality - mean[inverse]
     var = torch.zeros_like(count).index_add(0, inverse, centred**2) / count
-    return centred / (var.sqrt()[inverse] + eps)
+    # The clamp only matters when ε_A underflows in the dtype: a constant group gives 0, not 0/0.
+    return centred / (var.sqrt()[inverse] + eps).clamp_min(torch.finfo(quality.dtype).tiny)
+
+
+def _check_advantage_inputs(quality: object, group: object, eps: object) -> Tensor:
+    """Validate :func:`group_advantages`' arguments; return quality in the compute dtype."""
+    r = check_float_tensor("quality", quality, min_ndim=1)
+    if r.ndim != 1:
+        raise ValueError(f"quality must have shape (batch,), got {tuple(r.shape)}")
+    if not isinstance(group, Tensor):
+        raise TypeError(f"group must be an integer tensor of prompt ids, got {type(group).__name__}")
+    if group.is_floating_point() or group.is_complex() or group.dtype == torch.bool:
+        raise TypeError(f"group must be an integer tensor of prompt ids, got dtype {group.dtype}")
+    check_has_data("group", group)
+    if tuple(group.shape) != tuple(r.shape):
+        raise ValueError(f"group must have the shape {tuple(r.shape)} of quality, got {tuple(group.shape)}")
+    check_same_device(quality=r, group=group)
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
+        raise TypeError(f"eps must be a float, got {type(eps).__name__} {eps!r}")
+    if not (math.isfinite(eps) and eps > 0):
+        raise ValueError(f"eps must be a positive finite float, got {eps!r}")
+    check_range("quality", r, 0.0, 1.0)
+    return r.to(compute_dtype(r.dtype))
 
 
 def advantage_kd_loss(
@@ -323,9 +357,6 @@ def advantage_kd_loss(
         assert part.quality is not None
         assert part.group is not None
         s, _, m = check_token_batch(part.student_token_logp, None, part.mask)
-        from askd_ref._validation import check_range
-
-        check_range("quality", part.quality, 0.0, 1.0)
         adv = group_advantages(part.quality.to(s.dtype), part.group, eps_a).detach()
         terms.append(-(adv * pool(s, m, "mean")).sum() / n_s)
         diagnostics["advantage_kd/adv_mean"] = _mean(adv)
@@ -375,6 +406,7 @@ def compute_loss(
     """
     if method not in LOSS_FUNCTIONS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    resolve_options(options)  # a wrong type raises even for the baselines, which ignore options
     fn = LOSS_FUNCTIONS[method]
     if method in ("askd", "askd-dense"):
         return fn(batch, options=options, num_tgo=num_tgo, num_sgo=num_sgo)
