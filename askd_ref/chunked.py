@@ -114,7 +114,8 @@ def _default(fn: Callable[..., Any], name: str) -> float:
 
 def _rowdot(a: Tensor, b: Tensor) -> Tensor:
     """Row-wise dot products Σ_v a[i, v]·b[i, v] as an (m, 1) column, without an (m, V) temporary."""
-    return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).view(-1, 1)
+    out: Tensor = torch.linalg.vecdot(a, b).view(-1, 1)
+    return out
 
 
 def _fused_kernel(

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 
 #: Command modules, in the order ``askd --help`` lists them.
-COMMAND_MODULES: tuple[str, ...] = ("vectors", "demo", "distill", "generate", "eval")
+COMMAND_MODULES: tuple[str, ...] = ("vectors", "demo", "distill", "generate", "eval", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,2 @@
+"""Benchmarks of askd-ref (``askd bench ...``): the loss benchmark against peers lives in
+:mod:`askd_ref.bench.loss`."""

@@ -1,0 +1,635 @@
+"""The loss benchmark: askd-ref's chunked loss against the full-logit losses users run today.
+
+Every implementation computes one forward + backward pass of a distillation loss from the same
+final hidden states and output projections (student with gradient, teacher without), so every
+row pays for the same matmuls and the ratios compare whole loss computations:
+
+==================== ===========================================================================
+``askd_chunked``     :func:`askd_ref.chunked_loss` with ``askd-dense`` (E15: SKL on TGOs, SRKL on
+                     SGOs, quality-adaptive α, full vocabulary), chunk by chunk
+``askd_full``        the same loss through :func:`askd_ref.compute_loss` on full log-probs
+``distillm2_naive``  DistiLLM-2's full-logit skew loss as its trainer computes it
+                     (``get_batch_logps`` style: log-softmax of both models over the full
+                     vocabulary, stacked log-space mixtures for SKL and SRKL on every row, then
+                     SKL on TGO rows + SRKL on SGO rows)
+``trl_gkd``          TRL's ``GKDTrainer.generalized_jsd_loss`` (β = 0.5) from the installed ``trl``
+``floor``            only the unavoidable projections: student logits forward and backward,
+                     teacher logits forward
+``askd_seq_chunked`` extra row: sequence-level ASKD (E11–E13) on chunked token log-probs
+==================== ===========================================================================
+
+Time is the median of ``repeats`` forward + backward passes, all implementations of one
+configuration interleaved in one worker process. Peak memory is the peak RSS (``ru_maxrss``) of
+a fresh subprocess per implementation on CPU — every such process imports the same modules and
+builds the same inputs, so the interpreter and the inputs are a common baseline — and
+``torch.cuda.max_memory_allocated`` on GPU.
+"""
+
+import argparse
+import dataclasses
+import gc
+import importlib
+import json
+import math
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "EXTRA_IMPLS",
+    "IMPLS",
+    "TARGETS",
+    "BenchConfig",
+    "distillm2_naive_loss",
+    "make_inputs",
+    "ratios",
+    "run_loss_bench",
+]
+
+#: The implementations every configuration reports (the issue's ``impl`` values).
+IMPLS: tuple[str, ...] = ("askd_chunked", "askd_full", "distillm2_naive", "trl_gkd", "floor")
+#: Additional rows: sequence-level ASKD on chunked token log-probs.
+EXTRA_IMPLS: tuple[str, ...] = ("askd_seq_chunked",)
+
+#: Acceptance bounds of the issue, checked at 4096 tokens, vocabulary 32768:
+#: (quantity, numerator, denominator) → largest allowed ratio.
+TARGETS: dict[tuple[str, str, str], float] = {
+    ("peak_mb", "askd_chunked", "distillm2_naive"): 0.25,
+    ("peak_mb", "askd_chunked", "trl_gkd"): 0.25,
+    ("time_s", "askd_chunked", "trl_gkd"): 1.0,
+    ("time_s", "askd_chunked", "askd_full"): 1.25,
+    ("time_s", "askd_chunked", "floor"): 1.6,
+}
+
+FULL_SIZES: tuple[tuple[int, int], ...] = ((1024, 32768), (4096, 32768), (1024, 151936), (4096, 151936))
+QUICK_SIZES: tuple[tuple[int, int], ...] = ((4096, 32768),)
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchConfig:
+    """One benchmark configuration (identical inputs for every implementation)."""
+
+    tokens: int
+    vocab: int
+    hidden: int = 512
+    seq_len: int = 512
+    dtype: str = "float32"
+    device: str = "cpu"
+    chunk_size: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.tokens % self.seq_len:
+            raise ValueError(f"tokens ({self.tokens}) must be a multiple of seq_len ({self.seq_len})")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
+
+
+@dataclasses.dataclass
+class Inputs:
+    """Hidden states, projections and the batch description shared by every implementation."""
+
+    hs: Tensor  # (tokens, hidden), student, requires grad
+    ws: Tensor  # (vocab, hidden), student, requires grad
+    ht: Tensor  # (tokens, hidden), teacher
+    wt: Tensor  # (vocab, hidden), teacher
+    ids: Tensor  # (rows, seq_len) sampled tokens
+    mask: Tensor  # (rows, seq_len) all True: every implementation sees the same tokens
+    is_tgo: Tensor  # (rows,) alternating TGO / SGO
+    quality: Tensor  # (rows,) evenly spread in [0, 1]
+    cfg: BenchConfig
+
+    @property
+    def rows(self) -> int:
+        return int(self.mask.shape[0])
+
+
+def make_inputs(cfg: BenchConfig) -> Inputs:
+    """Seeded inputs: logits h·Wᵀ of unit scale, half TGO and half SGO rows."""
+    dev = torch.device(cfg.device)
+    dtype = getattr(torch, cfg.dtype)
+    g = torch.Generator(device="cpu").manual_seed(cfg.seed)
+    rows = cfg.tokens // cfg.seq_len
+
+    def randn(*shape: int, scale: float = 1.0) -> Tensor:
+        x = torch.randn(*shape, generator=g)
+        if scale != 1.0:
+            x.mul_(scale)
+        return x.to(device=dev, dtype=dtype)
+
+    hs = randn(cfg.tokens, cfg.hidden).requires_grad_()
+    ws = randn(cfg.vocab, cfg.hidden, scale=cfg.hidden**-0.5).requires_grad_()
+    ht = randn(cfg.tokens, cfg.hidden)
+    wt = randn(cfg.vocab, cfg.hidden, scale=cfg.hidden**-0.5)
+    ids = torch.randint(0, cfg.vocab, (rows, cfg.seq_len), generator=g).to(dev)
+    mask = torch.ones(rows, cfg.seq_len, dtype=torch.bool, device=dev)
+    is_tgo = (torch.arange(rows) % 2 == 0).to(dev)
+    quality = torch.linspace(0.0, 1.0, rows).to(dev)
+    return Inputs(hs, ws, ht, wt, ids, mask, is_tgo, quality, cfg)
+
+
+# ----------------------------------------------------------------------------------------------
+# The implementations: each runs one forward + backward and returns the (detached) loss.
+# ----------------------------------------------------------------------------------------------
+
+
+def _chunked(x: Inputs, method: str) -> Tensor:
+    from askd_ref.chunked import DEFAULT_CHUNK_SIZE, chunked_loss
+
+    shape = (x.rows, x.cfg.seq_len, x.cfg.hidden)
+    out = chunked_loss(
+        method,
+        student_hidden=x.hs.view(shape),
+        student_weight=x.ws,
+        teacher_hidden=x.ht.view(shape),
+        teacher_weight=x.wt,
+        target_ids=x.ids,
+        mask=x.mask,
+        is_tgo=x.is_tgo,
+        quality=x.quality,
+        chunk_size=x.cfg.chunk_size or DEFAULT_CHUNK_SIZE,
+    )
+    torch.autograd.backward(out.loss)
+    return out.loss.detach()
+
+
+def _askd_full(x: Inputs) -> Tensor:
+    from askd_ref import DistillBatch, compute_loss
+
+    shape = (x.rows, x.cfg.seq_len, x.cfg.vocab)
+    student_logits = x.hs @ x.ws.T
+    with torch.no_grad():
+        teacher_logits = x.ht @ x.wt.T
+    batch = DistillBatch(
+        mask=x.mask,
+        is_tgo=x.is_tgo,
+        quality=x.quality,
+        student_logp=torch.log_softmax(student_logits.float(), -1).view(shape),
+        teacher_logp=torch.log_softmax(teacher_logits.float(), -1).view(shape),
+    )
+    out = compute_loss("askd-dense", batch)
+    torch.autograd.backward(out.loss)
+    return out.loss.detach()
+
+
+def distillm2_naive_loss(
+    student_logits: Tensor, teacher_logits: Tensor, mask: Tensor, is_tgo: Tensor, alpha: float = 0.1
+) -> Tensor:
+    """DistiLLM-2's loss written the way its trainer computes it over full logits.
+
+    Log-softmax of both models over the whole vocabulary (in the logits' dtype, no upcast);
+    on *every* row, SKL_α with the log-space mixture ``logsumexp(stack([log α + log p,
+    log(1−α) + log q]))`` and SRKL_α with ``logsumexp(stack([log(1−α) + log p, log α +
+    sg(log q)]))``; per-sequence token means; SKL averaged over TGO ("chosen") rows plus SRKL
+    over SGO ("rejected") rows, α = 0.1 (the released trainer's defaults: ``distillm_v2``,
+    ``average_log_prob=True``, β = 1). Ko et al., DistiLLM-2, ICML 2025, ``src/distillm_trainer.py``.
+
+    Args:
+        student_logits: ``(rows, seq, vocab)`` with gradient.
+        teacher_logits: ``(rows, seq, vocab)``.
+        mask: bool ``(rows, seq)``.
+        is_tgo: bool ``(rows,)``.
+        alpha: the skew α of both terms.
+
+    Returns:
+        The scalar loss.
+
+    Example:
+        >>> import torch
+        >>> z = torch.randn(2, 3, 5)
+        >>> float(distillm2_naive_loss(z, z, torch.ones(2, 3, dtype=torch.bool), torch.tensor([True, False])))
+        0.0
+    """
+    vocab_logps = student_logits.log_softmax(-1)
+    teacher_logps = teacher_logits.log_softmax(-1)
+    log_a, log_1a = math.log(alpha), math.log1p(-alpha)
+    skl_mix = torch.logsumexp(torch.stack([teacher_logps + log_a, vocab_logps + log_1a]), dim=0)
+    tea_pos_kl = (teacher_logps.exp() * (teacher_logps - skl_mix)).sum(-1)
+    srkl_mix = torch.logsumexp(torch.stack([teacher_logps + log_1a, vocab_logps.detach() + log_a]), dim=0)
+    ref_pos_kl = (vocab_logps.exp() * (vocab_logps - srkl_mix)).sum(-1)
+    m = mask.to(tea_pos_kl.dtype)
+    per_seq_skl = (tea_pos_kl * m).sum(-1) / m.sum(-1)
+    per_seq_srkl = (ref_pos_kl * m).sum(-1) / m.sum(-1)
+    return per_seq_skl[is_tgo].mean() + per_seq_srkl[~is_tgo].mean()
+
+
+def _distillm2(x: Inputs) -> Tensor:
+    shape = (x.rows, x.cfg.seq_len, x.cfg.vocab)
+    student_logits = (x.hs @ x.ws.T).view(shape)
+    with torch.no_grad():
+        teacher_logits = (x.ht @ x.wt.T).view(shape)
+    loss = distillm2_naive_loss(student_logits, teacher_logits, x.mask, x.is_tgo)
+    torch.autograd.backward(loss)
+    return loss.detach()
+
+
+def _trl_generalized_jsd() -> Callable[..., Tensor]:
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from trl.experimental.gkd import GKDTrainer
+    fn: Callable[..., Tensor] = GKDTrainer.generalized_jsd_loss
+    return fn
+
+
+def _trl_gkd(x: Inputs) -> Tensor:
+    shape = (x.rows, x.cfg.seq_len, x.cfg.vocab)
+    student_logits = (x.hs @ x.ws.T).view(shape)
+    with torch.no_grad():
+        teacher_logits = (x.ht @ x.wt.T).view(shape)
+    labels = torch.where(x.mask, x.ids, -100)
+    loss = _trl_generalized_jsd()(student_logits, teacher_logits, labels=labels, beta=0.5)
+    torch.autograd.backward(loss)
+    return loss.detach()
+
+
+def _floor(x: Inputs) -> Tensor:
+    student_logits = x.hs @ x.ws.T
+    with torch.no_grad():
+        teacher_logits = x.ht @ x.wt.T
+    torch.autograd.backward(student_logits, teacher_logits)  # the cheapest use of both projections
+    return torch.zeros(())
+
+
+STEPS: dict[str, Callable[[Inputs], Tensor]] = {
+    "askd_chunked": lambda x: _chunked(x, "askd-dense"),
+    "askd_full": _askd_full,
+    "distillm2_naive": _distillm2,
+    "trl_gkd": _trl_gkd,
+    "floor": _floor,
+    "askd_seq_chunked": lambda x: _chunked(x, "askd"),
+}
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _clear(x: Inputs) -> None:
+    x.hs.grad = None
+    x.ws.grad = None
+    gc.collect()
+
+
+def _import_all() -> None:
+    """Import what every implementation needs, so each worker has the same baseline memory."""
+    importlib.import_module("askd_ref.chunked")
+    importlib.import_module("askd_ref.losses")
+
+    _trl_generalized_jsd()
+
+
+# ----------------------------------------------------------------------------------------------
+# Workers (run in fresh subprocesses by the driver).
+# ----------------------------------------------------------------------------------------------
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return math.nan  # pragma: no cover - non-Linux
+
+
+def worker_memory(cfg: BenchConfig, impl: str) -> dict[str, float]:
+    """Peak memory of one forward + backward of ``impl`` in this (fresh) process."""
+    _import_all()
+    x = make_inputs(cfg)
+    if cfg.device.startswith("cuda"):
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated() / 2**20
+        torch.cuda.reset_peak_memory_stats()
+        STEPS[impl](x)
+        torch.cuda.synchronize()
+        return {"peak_mb": torch.cuda.max_memory_allocated() / 2**20, "base_mb": base}
+    base = _rss_mb()
+    STEPS[impl](x)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    return {"peak_mb": peak, "base_mb": base}
+
+
+def worker_time(cfg: BenchConfig, impls: Sequence[str], repeats: int) -> dict[str, list[float]]:
+    """Forward + backward times of every implementation, interleaved, in this process."""
+    _import_all()
+    small = dataclasses.replace(cfg, tokens=cfg.seq_len, vocab=min(cfg.vocab, 1024))
+    warm = make_inputs(small)
+    for impl in impls:  # first-call initialisation (kernels, thread pools), not timed
+        STEPS[impl](warm)
+        _clear(warm)
+    del warm
+    x = make_inputs(cfg)
+    times: dict[str, list[float]] = {impl: [] for impl in impls}
+    for r in range(repeats):
+        order = list(impls[r % len(impls) :]) + list(impls[: r % len(impls)])  # rotate the order
+        for impl in order:
+            _clear(x)
+            _sync(cfg.device)
+            t0 = time.perf_counter()
+            STEPS[impl](x)
+            _sync(cfg.device)
+            times[impl].append(time.perf_counter() - t0)
+    return times
+
+
+def _worker_main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m askd_ref.bench.loss")
+    parser.add_argument("--worker", choices=["time", "memory"], required=True)
+    parser.add_argument("--config", required=True, help="BenchConfig as JSON")
+    parser.add_argument("--impls", required=True, help="comma-separated implementations")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    cfg = BenchConfig(**json.loads(args.config))
+    impls = args.impls.split(",")
+    unknown = [i for i in impls if i not in STEPS]
+    if unknown:
+        parser.error(f"unknown implementations {unknown}; choose from {sorted(STEPS)}")
+    if args.worker == "memory":
+        (impl,) = impls
+        result: Any = worker_memory(cfg, impl)
+    else:
+        result = worker_time(cfg, impls, args.repeats)
+    print(json.dumps(result))
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# The driver.
+# ----------------------------------------------------------------------------------------------
+
+
+def _spawn(worker: str, cfg: BenchConfig, impls: Sequence[str], repeats: int, timeout: float) -> Any:
+    cmd = [
+        sys.executable,
+        "-m",
+        "askd_ref.bench.loss",
+        "--worker",
+        worker,
+        "--config",
+        json.dumps(dataclasses.asdict(cfg)),
+        "--impls",
+        ",".join(impls),
+        "--repeats",
+        str(repeats),
+    ]
+    env = dict(os.environ, TRL_EXPERIMENTAL_SILENCE="1", TQDM_DISABLE="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"benchmark worker {worker} {','.join(impls)} at {cfg.tokens}x{cfg.vocab} failed with exit "
+            f"code {proc.returncode}:\n{proc.stderr[-3000:]}"
+        )
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _available_mb() -> float:
+    """MemAvailable from /proc/meminfo (Linux), in MiB."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:  # pragma: no cover - non-Linux
+        pass
+    return math.inf  # pragma: no cover
+
+
+def ratios(records: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """askd_chunked / X for time and peak memory, per configuration ``"<tokens>x<vocab>"``."""
+    out: dict[str, dict[str, float]] = {}
+    by_key: dict[tuple[int, int], dict[str, dict[str, Any]]] = {}
+    for r in records:
+        by_key.setdefault((r["tokens"], r["vocab"]), {})[r["impl"]] = r
+    for (tokens, vocab), rows in sorted(by_key.items()):
+        a = rows.get("askd_chunked")
+        if a is None:
+            continue
+        entry: dict[str, float] = {}
+        for other in IMPLS[1:]:
+            if other in rows:
+                entry[f"time a/{other}"] = a["time_s"] / rows[other]["time_s"]
+                entry[f"memory a/{other}"] = a["peak_mb"] / rows[other]["peak_mb"]
+        out[f"{tokens}x{vocab}"] = entry
+    return out
+
+
+def check_targets(
+    records: Sequence[dict[str, Any]], tokens: int = 4096, vocab: int = 32768
+) -> list[dict[str, Any]]:
+    """The issue's acceptance ratios at (tokens, vocab): ratio, bound, met."""
+    rows = {r["impl"]: r for r in records if r["tokens"] == tokens and r["vocab"] == vocab}
+    result = []
+    for (quantity, num, den), bound in TARGETS.items():
+        if num in rows and den in rows:
+            ratio = rows[num][quantity] / rows[den][quantity]
+            result.append(
+                {
+                    "quantity": quantity,
+                    "ratio": f"{num}/{den}",
+                    "value": ratio,
+                    "bound": bound,
+                    "met": ratio <= bound,
+                }
+            )
+    return result
+
+
+def _markdown(records: Sequence[dict[str, Any]], skipped: Sequence[dict[str, Any]]) -> str:
+    lines = [
+        "| tokens | vocab | impl | time (s) | peak (MB) | time a/x | memory a/x |",
+        "|---:|---:|---|---:|---:|---:|---:|",
+    ]
+    by_key: dict[tuple[int, int], dict[str, dict[str, Any]]] = {}
+    for r in records:
+        by_key.setdefault((r["tokens"], r["vocab"]), {})[r["impl"]] = r
+    for (tokens, vocab), rows in sorted(by_key.items()):
+        a = rows.get("askd_chunked")
+        for impl in (*IMPLS, *EXTRA_IMPLS):
+            if impl not in rows:
+                continue
+            r = rows[impl]
+            rt = f"{a['time_s'] / r['time_s']:.2f}" if a and impl != "askd_chunked" else ""
+            rm = f"{a['peak_mb'] / r['peak_mb']:.2f}" if a and impl != "askd_chunked" else ""
+            lines.append(
+                f"| {tokens} | {vocab} | {impl} | {r['time_s']:.2f} | {r['peak_mb']:.0f} | {rt} | {rm} |"
+            )
+    for s in skipped:
+        lines.append(f"| {s['tokens']} | {s['vocab']} | {s['impl']} | — | — | not run: {s['reason']} | |")
+    return "\n".join(lines) + "\n"
+
+
+def _plot(records: Sequence[dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = sorted({(r["tokens"], r["vocab"]) for r in records})
+    impls = [i for i in (*IMPLS, *EXTRA_IMPLS) if any(r["impl"] == i for r in records)]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    width = 0.8 / max(1, len(impls))
+    for ax, quantity, label in (
+        (axes[0], "time_s", "forward + backward time (s, median)"),
+        (axes[1], "peak_mb", "peak memory (MB)"),
+    ):
+        for j, impl in enumerate(impls):
+            xs, ys = [], []
+            for k, key in enumerate(keys):
+                match = [r for r in records if (r["tokens"], r["vocab"]) == key and r["impl"] == impl]
+                if match:
+                    xs.append(k + (j - (len(impls) - 1) / 2) * width)
+                    ys.append(match[0][quantity])
+            ax.bar(xs, ys, width=width, label=impl)
+        ax.set_xticks(range(len(keys)), [f"{t} tok\nV={v}" for t, v in keys])
+        ax.set_ylabel(label)
+        ax.set_yscale("log")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    from askd_ref.io import atomic_open
+
+    with atomic_open(path, "wb", encoding=None) as f:
+        fig.savefig(f, format="png", dpi=120)
+    plt.close(fig)
+
+
+def run_loss_bench(
+    out_dir: Path,
+    *,
+    quick: bool = False,
+    device: str = "cpu",
+    dtype: str = "float32",
+    repeats: int | None = None,
+    chunk_size: int | None = None,
+    extras: bool = True,
+    progress: bool = True,
+    memory_fraction: float = 0.7,
+    worker_timeout: float = 3600.0,
+) -> list[dict[str, Any]]:
+    """Run the benchmark and write ``loss-bench.json`` (+ details, table and plot) into ``out_dir``.
+
+    Configurations run smallest first; an implementation whose predicted peak memory (its
+    measured peak at the largest size run so far, scaled by tokens × vocab) exceeds
+    ``memory_fraction`` of the memory available now is not run, and the details file says so.
+    """
+    from tqdm import tqdm
+
+    from askd_ref.io import atomic_write_json, atomic_write_text
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but torch.cuda.is_available() is False")
+    sizes = QUICK_SIZES if quick else FULL_SIZES
+    reps = repeats if repeats is not None else (3 if quick else 5)
+    if reps < 1:
+        raise ValueError(f"repeats must be >= 1, got {reps}")
+    impls = list(IMPLS) + (list(EXTRA_IMPLS) if extras else [])
+    device_name = _device_name(device)
+    records: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
+    details: dict[str, Any] = {"configs": [], "repeats": reps, "environment": _environment(device)}
+    seen: dict[str, tuple[int, float, float]] = {}  # impl → (tokens·vocab, peak_mb, base_mb)
+    total = len(sizes) * (len(impls) + 1)
+    with tqdm(total=total, desc="askd bench loss", unit="run", disable=not progress) as bar:
+        for tokens, vocab in sorted(sizes, key=lambda s: s[0] * s[1]):
+            cfg = BenchConfig(tokens=tokens, vocab=vocab, dtype=dtype, device=device, chunk_size=chunk_size)
+            budget = _available_mb() * memory_fraction if device == "cpu" else math.inf
+            run_impls, memory = [], {}
+            for impl in impls:
+                bar.set_postfix_str(f"{tokens}x{vocab} {impl} memory")
+                if impl in seen:
+                    size0, peak0, base0 = seen[impl]
+                    predicted = base0 + (peak0 - base0) * tokens * vocab / size0
+                    if predicted > budget:
+                        skipped.append(
+                            {
+                                "tokens": tokens,
+                                "vocab": vocab,
+                                "impl": impl,
+                                "reason": f"predicted peak {predicted / 1024:.1f} GiB "
+                                f"> {budget / 1024:.1f} GiB",
+                            }
+                        )
+                        bar.update(1)
+                        continue
+                memory[impl] = _spawn("memory", cfg, [impl], 1, worker_timeout)
+                seen[impl] = (tokens * vocab, memory[impl]["peak_mb"], memory[impl]["base_mb"])
+                run_impls.append(impl)
+                bar.update(1)
+            bar.set_postfix_str(f"{tokens}x{vocab} timing")
+            times = _spawn("time", cfg, run_impls, reps, worker_timeout) if run_impls else {}
+            bar.update(1)
+            for impl in run_impls:
+                ts = sorted(times[impl])
+                records.append(
+                    {
+                        "tokens": tokens,
+                        "hidden": cfg.hidden,
+                        "vocab": vocab,
+                        "impl": impl,
+                        "time_s": ts[len(ts) // 2]
+                        if len(ts) % 2
+                        else (ts[len(ts) // 2 - 1] + ts[len(ts) // 2]) / 2,
+                        "peak_mb": memory[impl]["peak_mb"],
+                        "device": device_name,
+                    }
+                )
+            details["configs"].append(
+                {
+                    "config": dataclasses.asdict(cfg),
+                    "times_s": times,
+                    "memory": memory,
+                    "memory_budget_mb": budget,
+                }
+            )
+    details["skipped"] = skipped
+    details["ratios"] = ratios(records)
+    details["targets_4096x32768"] = check_targets(records)
+    out_dir = Path(out_dir)
+    atomic_write_json(out_dir / "loss-bench.json", records)
+    atomic_write_json(out_dir / "loss-bench-details.json", details)
+    atomic_write_text(out_dir / "loss-bench.md", _markdown(records, skipped))
+    _plot(records, out_dir / "loss-bench.png", f"askd bench loss on {device_name} ({dtype}, hidden 512)")
+    return records
+
+
+def _device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:  # pragma: no cover - non-Linux
+        pass
+    return f"cpu: {cpu} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+
+
+def _environment(device: str) -> dict[str, str]:
+    import trl
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "trl": trl.__version__,
+        "device": _device_name(device),
+        "platform": platform.platform(),
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(_worker_main(sys.argv[1:]))

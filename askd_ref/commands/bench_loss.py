@@ -1,0 +1,63 @@
+"""``askd bench loss``: speed and memory of askd-ref's chunked loss against the full-logit peers.
+
+::
+
+    askd bench loss --out runs/bench-loss --quick   # 4096 tokens, vocab 32768 (about two minutes)
+    askd bench loss --out runs/bench-loss           # tokens {1024, 4096} x vocab {32768, 151936}
+
+Writes ``loss-bench.json`` (one record per configuration and implementation:
+``tokens, hidden, vocab, impl, time_s, peak_mb, device``), ``loss-bench-details.json`` (every
+repeat, baseline memory, ratios, the acceptance checks, the environment), ``loss-bench.md`` (the
+table) and ``loss-bench.png`` (the plot). What each implementation computes and how time and
+memory are measured: :mod:`askd_ref.bench.loss` and ``docs/benchmarks.md``.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Add ``bench loss``."""
+    parser = subparsers.add_parser(
+        "loss",
+        help="loss forward+backward time and peak memory: askd chunked vs full-logit, DistiLLM-2, TRL GKD",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--out", type=Path, required=True, help="output directory")
+    parser.add_argument("--quick", action="store_true", help="4096 tokens and vocab 32768 only")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    parser.add_argument("--repeats", type=int, default=None, help="timed repeats (default 3 quick, 5 full)")
+    parser.add_argument("--chunk-size", type=int, default=None, help="chunk size of askd_chunked")
+    parser.add_argument("--no-extras", action="store_true", help="skip the extra askd_seq_chunked row")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark, print the table and the acceptance checks."""
+    from askd_ref.bench.loss import check_targets, run_loss_bench
+
+    try:
+        records = run_loss_bench(
+            args.out,
+            quick=args.quick,
+            device=args.device,
+            dtype=args.dtype,
+            repeats=args.repeats,
+            chunk_size=args.chunk_size,
+            extras=not args.no_extras,
+            progress=not args.quiet,
+        )
+    except ValueError as exc:
+        print(f"askd bench loss: {exc}", file=sys.stderr)
+        return 2
+    print((args.out / "loss-bench.md").read_text(encoding="utf-8"))
+    for check in check_targets(records):
+        verdict = "met" if check["met"] else "NOT met"
+        bound = check["bound"]
+        print(f"{check['quantity']:8s} {check['ratio']:32s} {check['value']:.3f} (bound {bound}): {verdict}")
+    print(f"wrote {args.out / 'loss-bench.json'} and {args.out / 'loss-bench.png'}")
+    return 0
