@@ -1,0 +1,73 @@
+"""``askd bench quality``: every method on the toy task over seeds, paired tests, option sweep.
+
+Registered into the ``askd bench`` group by :mod:`askd_ref.commands.bench` (``register`` takes
+the group's sub-parsers). See :mod:`askd_ref.toy.bench` for the protocol.
+"""
+
+import argparse
+from typing import Any
+
+__all__ = ["register"]
+
+
+def register(bench_subparsers: Any) -> None:
+    p = bench_subparsers.add_parser(
+        "quality",
+        help="accuracy of every distillation method on the toy task (seeds, paired tests, option sweep)",
+        description=(
+            "Train one teacher; per seed, one SFT student and one TGO set; distil with every method and "
+            "every ASKD option variant under equal step and sample budgets; report mean ± std accuracy and "
+            "paired comparisons of askd against each baseline. Finished runs are cached in OUT/runs, so an "
+            "interrupted benchmark resumes."
+        ),
+    )
+    p.add_argument("--out", required=True, help="output directory (quality-bench.json, quality-bench.png, runs/)")
+    p.add_argument("--seeds", type=int, default=3, help="number of seeds, 0..N-1 (default 3)")
+    p.add_argument("--methods", default=None, help="comma-separated subset of methods (default: all)")
+    p.add_argument("--no-sweep", action="store_true", help="skip the ASKD option sweep")
+    p.add_argument("--docs", default=None, help="also rewrite the measured section of this Markdown file")
+    p.add_argument("--figure", default=None, help="where the docs plot goes (default docs/figures/...)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "fp16"))
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+    import transformers
+
+    from askd_ref.baselines import METHODS
+    from askd_ref.toy.bench import SWEEP, run_bench
+    from askd_ref.toy.demo import check_device
+
+    torch.set_num_threads(max(1, args.threads))
+    transformers.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+    methods = METHODS if args.methods is None else tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise SystemExit(f"askd bench quality: unknown method(s) {unknown}; choose from {METHODS}")
+    if args.seeds < 1:
+        raise SystemExit("askd bench quality: --seeds must be >= 1")
+    try:
+        check_device(args.device, args.dtype)
+        summary = run_bench(
+            args.out,
+            seeds=tuple(range(args.seeds)),
+            methods=methods,
+            sweep=() if args.no_sweep else SWEEP,
+            device=args.device,
+            dtype=args.dtype,
+            progress=not args.no_progress,
+            docs=args.docs,
+            figure=args.figure,
+        )
+    except ValueError as err:
+        raise SystemExit(f"askd bench quality: {err}") from None
+    t = summary["table"]
+    print(f"\n{'variant':<28}{'mean':>8}{'std':>8}")
+    for name in [*summary["main"], *summary["sweep"]]:
+        print(f"{name:<28}{t[name]['mean']:>8.3f}{t[name]['std']:>8.3f}")
+    print(f"\nwrote {args.out}/quality-bench.json and quality-bench.png")
+    return 0
