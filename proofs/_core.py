@@ -136,18 +136,14 @@ class Derivation:
         for res in self.results:
             if res.name == name:
                 return res
-        raise KeyError(
-            f"{self.function} has no result {name!r}; it has {[r.name for r in self.results]}"
-        )
+        raise KeyError(f"{self.function} has no result {name!r}; it has {[r.name for r in self.results]}")
 
     def value(self, name: str) -> float:
         """The named number as a float."""
         for key, val in self.values:
             if key == name:
                 return float(val)
-        raise KeyError(
-            f"{self.function} has no value {name!r}; it has {[k for k, _ in self.values]}"
-        )
+        raise KeyError(f"{self.function} has no value {name!r}; it has {[k for k, _ in self.values]}")
 
 
 # --------------------------------------------------------------------------- coefficient formulas

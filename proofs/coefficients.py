@@ -189,9 +189,7 @@ def derive_e7_sgo_coefficient_stop() -> Derivation:
         ),
         results=(
             Result("c_det", c_det, (DELTA, ALPHA), "stop-mode coefficient log u"),
-            Result(
-                "semi_gradient", semi, (P, Q, ALPHA), "∂/∂q of q log(q/m̄) at m̄ = m (= c_det + 1)"
-            ),
+            Result("semi_gradient", semi, (P, Q, ALPHA), "∂/∂q of q log(q/m̄) at m̄ = m (= c_det + 1)"),
         ),
         implementation=("askd_ref.coefficients.sgo_coefficient (mixture_grad='stop')",),
     )
@@ -199,9 +197,7 @@ def derive_e7_sgo_coefficient_stop() -> Derivation:
 
 def soft_gate_expr(r: Expr = R, tau_lo: Expr = TAU_LO, tau_hi: Expr = TAU_HI) -> Expr:
     """h(r) = clip((r − τ_lo)/(τ_hi − τ_lo), 0, 1) as a sympy Piecewise (spec E8)."""
-    return sp.Piecewise(
-        (0, r <= tau_lo), (1, r >= tau_hi), ((r - tau_lo) / (tau_hi - tau_lo), True)
-    )
+    return sp.Piecewise((0, r <= tau_lo), (1, r >= tau_hi), ((r - tau_lo) / (tau_hi - tau_lo), True))
 
 
 def clipped_coefficient_expr(pullup: str = "fixed", mixture_grad: str = "full") -> Expr:
@@ -240,9 +236,7 @@ def derive_e9_clipped_sgo_coefficient() -> Derivation:
             "c̃(Δ; α_S(r)) for Δ ≤ 0); both pieces vanish at Δ = 0, so ĉ is continuous in Δ."
         ),
         steps=(
-            Step(
-                "Slope of c̃ in Δ (derived in T4): ∂c̃/∂Δ = (1 − αu)² ≥ 0, and at Δ = 0 it is", slope0
-            ),
+            Step("Slope of c̃ in Δ (derived in T4): ∂c̃/∂Δ = (1 − αu)² ≥ 0, and at Δ = 0 it is", slope0),
             Step(
                 "c̃(0) = 0 (E6) and c̃ is strictly increasing (the slope is 0 only in the limit u → 1/α), "
                 "so sign(c̃(Δ; α)) = sign(Δ) for every α ∈ (0, 1): min(c̃, 0) = c̃·1{Δ ≤ 0} and "
@@ -251,9 +245,7 @@ def derive_e9_clipped_sgo_coefficient() -> Derivation:
             Step("Soft gate (E8) with the linear schedule α_S(r) = α_lo + (α_hi − α_lo)r:", h),
             Step("Default (fixed) pull-up, piecewise in Δ:", fixed),
             Step("Adaptive pull-up, piecewise in Δ:", adaptive),
-            Step(
-                "Both pieces are 0 at Δ = 0, so ĉ is continuous there; at h(r) = 1 the Δ > 0 piece is 0."
-            ),
+            Step("Both pieces are 0 at Δ = 0, so ĉ is continuous there; at h(r) = 1 the Δ > 0 piece is 0."),
         ),
         results=(
             Result(
@@ -323,21 +315,13 @@ def derive_t1_sequence_level_exactness() -> Derivation:
         rl_c = sum(qs[i] * c_term(p[i], qs[i], False) * jac_q[i, j] / qs[i] for i in range(_K))
         rl_ct = sum(qs[i] * c_term(p[i], qs[i], True) * jac_q[i, j] / qs[i] for i in range(_K))
         require_zero(grad_srkl - rl_c, f"T1: ∂SRKL/∂z_{j + 1} = Σ q c ∂log q/∂z_{j + 1}")
-        require_zero(
-            (rl_c - rl_ct).subs(last), f"T1: baseline 1 − α drops out of component {j + 1}"
-        )
+        require_zero((rl_c - rl_ct).subs(last), f"T1: baseline 1 − α drops out of component {j + 1}")
     sub = dict(zip(qs, qz, strict=True))
     grad_skl_q = sp.ImmutableMatrix(
-        [
-            -sum(p[i] * w_term(p[i], qs[i]) * jac_q[i, j] / qs[i] for i in range(_K))
-            for j in range(_K)
-        ]
+        [-sum(p[i] * w_term(p[i], qs[i]) * jac_q[i, j] / qs[i] for i in range(_K)) for j in range(_K)]
     )
     grad_srkl_q = sp.ImmutableMatrix(
-        [
-            sum(qs[i] * c_term(p[i], qs[i], True) * jac_q[i, j] / qs[i] for i in range(_K))
-            for j in range(_K)
-        ]
+        [sum(qs[i] * c_term(p[i], qs[i], True) * jac_q[i, j] / qs[i] for i in range(_K)) for j in range(_K)]
     )
     grad_skl_rl = grad_skl_q.subs(sub)
     grad_srkl_rl = grad_srkl_q.subs(sub)

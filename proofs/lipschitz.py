@@ -213,9 +213,7 @@ def _alpha_sensitivity(mixture_grad: str) -> tuple[Expr, Expr, Expr, Expr, Expr]
     # Monotone in u (hence in Δ): d/du of ∂coef/∂α ≤ 0 on u ∈ (0, 1/α]. Put u = 1/(α(1 + s)),
     # s ≥ 0, and α = 1/(1 + T), T > 0.
     s, t = sp.symbols("s T", positive=True)
-    slope_u = sp.simplify(
-        sp.diff(d_alpha_u, U).subs(U, 1 / (ALPHA * (1 + s))).subs(ALPHA, 1 / (1 + t))
-    )
+    slope_u = sp.simplify(sp.diff(d_alpha_u, U).subs(U, 1 / (ALPHA * (1 + s))).subs(ALPHA, 1 / (1 + t)))
     if sp.simplify(-slope_u).is_nonnegative is not True:
         raise DerivationError(f"∂coef/∂α not shown monotone in u ({mixture_grad}): {slope_u}")
     require_zero(d_alpha_u.subs(U, 1), f"∂coef/∂α vanishes at u = 1 ({mixture_grad})")
@@ -378,12 +376,8 @@ def _quality_pieces(schedule: str, mixture_grad: str) -> dict[str, Expr]:
     # Signs on α ∈ (0, 1), with the positive constant factor of the logit slope divided out.
     scale = 1 if schedule == "linear" else logit(ALPHA_HI) - logit(ALPHA_LO)
     lin = ALPHA_HI - ALPHA_LO if schedule == "linear" else 1
-    require_sign_on_unit_interval(
-        sp.diff(push / scale / lin, ALPHA), ALPHA, "negative", "A'(α) < 0"
-    )
-    require_sign_on_unit_interval(
-        sp.diff(pull / scale / lin, ALPHA), ALPHA, "positive", "B'(α) > 0"
-    )
+    require_sign_on_unit_interval(sp.diff(push / scale / lin, ALPHA), ALPHA, "negative", "A'(α) < 0")
+    require_sign_on_unit_interval(sp.diff(pull / scale / lin, ALPHA), ALPHA, "positive", "B'(α) > 0")
     require_sign_on_unit_interval(sp.diff(cap, ALPHA), ALPHA, "negative", "φ'(α) < 0")
     return {"A": push, "B": pull, "phi": cap, "alpha_s": alpha_s, "slope": slope}
 
@@ -401,9 +395,7 @@ def sharp_quality_constant(
     big_a, big_b, phi, alpha_s = pieces["A"], pieces["B"], pieces["phi"], pieces["alpha_s"]
     l_h = 1 / (TAU_HI - TAU_LO)
     a_ramp = alpha_s.subs(R, TAU_LO)
-    fixed = sp.Max(
-        big_a.subs(ALPHA, ALPHA_LO), l_h * phi.subs(ALPHA, a_ramp) + big_a.subs(ALPHA, a_ramp)
-    )
+    fixed = sp.Max(big_a.subs(ALPHA, ALPHA_LO), l_h * phi.subs(ALPHA, a_ramp) + big_a.subs(ALPHA, a_ramp))
     if pullup == "fixed":
         return fixed
     return sp.Max(fixed, big_b.subs(ALPHA, ALPHA_HI))
@@ -413,9 +405,7 @@ def spec_quality_bound() -> Expr:
     """The spec's (non-sharp) bound L_α·max(1/α_lo − 1, 1 + 1/(1−α_hi)) + L_h·(log(1/α_lo) − (1−α_lo))."""
     l_a = ALPHA_HI - ALPHA_LO
     l_h = 1 / (TAU_HI - TAU_LO)
-    return l_a * sp.Max(1 / ALPHA_LO - 1, 1 + 1 / (1 - ALPHA_HI)) + l_h * (
-        -sp.log(ALPHA_LO) - (1 - ALPHA_LO)
-    )
+    return l_a * sp.Max(1 / ALPHA_LO - 1, 1 + 1 / (1 - ALPHA_HI)) + l_h * (-sp.log(ALPHA_LO) - (1 - ALPHA_LO))
 
 
 def _name(schedule: str, mixture_grad: str, pullup: str) -> str:
@@ -433,9 +423,7 @@ def derive_t4_lipschitz_c_hat_quality() -> Derivation:
     coef = c_tilde_of(DELTA, ALPHA)
     d_alpha = _alpha_sensitivity("full")[0]
     below = sp.simplify(sp.diff(coef.subs(ALPHA, alpha_s), R))
-    require_equal(
-        below, ((ALPHA_HI - ALPHA_LO) * d_alpha).subs(ALPHA, alpha_s), "∂ĉ/∂r below the ramp"
-    )
+    require_equal(below, ((ALPHA_HI - ALPHA_LO) * d_alpha).subs(ALPHA, alpha_s), "∂ĉ/∂r below the ramp")
     on_ramp = sp.diff((1 - h_ramp) * coef.subs(ALPHA, alpha_s), R)
     require_equal(
         on_ramp,

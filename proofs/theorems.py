@@ -165,6 +165,12 @@ def derive_t2_sgo_unnormalised_skew_rkl() -> Derivation:
             Step(
                 "Constant α: Σ_y (m̃ − q) = (1−α)Σ_y(p − q) = 0, so the −q + m̃ part sums to 0 and UJ = SRKL_α."
             ),
+            Step(
+                "E9's default fixed pull-up uses α_lo instead of α_S(r) where Δ < 0 (q(y) < p(y)). Each term "
+                "k_α has k_α(p) = k_α'(p) = 0 for every α (above), so the piecewise term (α_lo below p, "
+                "α_S(r) above) is C¹ and convex, and with no gate E12 is the exact gradient of that "
+                "piecewise UJ; UJ with α_S(r) on both sides needs sgo_pullup='adaptive'."
+            ),
         ),
         results=(
             Result("dk_dq", k_q, (P, Q, ALPHA), "∂/∂q of the UJ term (= c̃)"),
