@@ -21,7 +21,9 @@ def register(bench_subparsers: Any) -> None:
             "interrupted benchmark resumes."
         ),
     )
-    p.add_argument("--out", required=True, help="output directory (quality-bench.json, quality-bench.png, runs/)")
+    p.add_argument(
+        "--out", required=True, help="output directory (quality-bench.json, quality-bench.png, runs/)"
+    )
     p.add_argument("--seeds", type=int, default=3, help="number of seeds, 0..N-1 (default 3)")
     p.add_argument("--methods", default=None, help="comma-separated subset of methods (default: all)")
     p.add_argument("--no-sweep", action="store_true", help="skip the ASKD option sweep")
@@ -44,7 +46,9 @@ def run(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(max(1, args.threads))
     transformers.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
-    methods = METHODS if args.methods is None else tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    methods = (
+        METHODS if args.methods is None else tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    )
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise SystemExit(f"askd bench quality: unknown method(s) {unknown}; choose from {METHODS}")

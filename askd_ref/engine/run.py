@@ -167,6 +167,30 @@ def load_run_config(path: str | os.PathLike[str]) -> DistillRunConfig:
     )
 
 
+def _portable_training_args(training: Mapping[str, Any]) -> dict[str, Any]:
+    """Rename the TrainingArguments fields transformers renamed, to whichever this version has.
+
+    ``gradient_checkpointing`` ↔ ``activation_checkpointing`` (renamed in transformers 5) and
+    ``warmup_ratio`` → ``warmup_steps`` (5 takes a float < 1 as a ratio).
+    """
+    import inspect
+
+    from transformers import TrainingArguments
+
+    fields = set(inspect.signature(TrainingArguments.__init__).parameters)
+    out = dict(training)
+    if "gradient_checkpointing" in out and "activation_checkpointing" in fields:
+        out.setdefault("activation_checkpointing", out.pop("gradient_checkpointing"))
+    if "activation_checkpointing" in out and "activation_checkpointing" not in fields:
+        out.setdefault("gradient_checkpointing", out.pop("activation_checkpointing"))
+    if "warmup_ratio" in out and "warmup_ratio" not in fields:
+        out.setdefault("warmup_steps", out.pop("warmup_ratio"))
+    unknown = sorted(set(out) - fields)
+    if unknown:
+        raise ValueError(f"training: unknown TrainingArguments field(s) {unknown}")
+    return out
+
+
 def run_distill(
     config: DistillRunConfig, *, resume: str | bool | None = None, progress: bool = True
 ) -> dict[str, Any]:
@@ -210,7 +234,7 @@ def run_distill(
     training["bf16"] = config.dtype == "bf16"
     training["fp16"] = config.dtype == "fp16"
     training["disable_tqdm"] = not progress
-    args = TrainingArguments(**training)
+    args = TrainingArguments(**_portable_training_args(training))
     trainer = ASKDTrainer(
         model=student,
         teacher=teacher,

@@ -79,9 +79,7 @@ SWEEP: tuple[Variant, ...] = (
 )
 
 
-def _run_one(
-    setup: ToySetup, variant: Variant, *, device: str, dtype: str, progress: bool
-) -> dict[str, Any]:
+def _run_one(setup: ToySetup, variant: Variant, *, device: str, dtype: str, progress: bool) -> dict[str, Any]:
     opts = ASKDOptions(**dict(variant.options))
     res = distill(
         setup,
@@ -143,7 +141,10 @@ def run_bench(
     echo(f"teacher: training once (d={s.teacher.hidden_size}, L={s.teacher.num_layers})")
     train_teacher(teacher_setup, teacher_seed=0, device=device, dtype=dtype, progress=progress)
     assert teacher_setup.teacher_eval is not None
-    echo(f"teacher: {teacher_setup.teacher_steps} steps, held-out accuracy {teacher_setup.teacher_eval.accuracy:.3f}")
+    echo(
+        f"teacher: {teacher_setup.teacher_steps} steps, "
+        f"held-out accuracy {teacher_setup.teacher_eval.accuracy:.3f}"
+    )
     records: list[dict[str, Any]] = []
     starts: dict[int, dict[str, Any]] = {}
     for seed in seeds:
@@ -163,7 +164,9 @@ def run_bench(
                     "seed": seed,
                     "student_sft_accuracy": setup.student_eval.accuracy,
                     "student_sft_steps": setup.student_steps,
-                    "student_sft_scores": "".join("1" if x >= 0.5 else "0" for x in setup.student_eval.scores),
+                    "student_sft_scores": "".join(
+                        "1" if x >= 0.5 else "0" for x in setup.student_eval.scores
+                    ),
                     "tgo_accuracy": sum(tgo_q) / len(tgo_q),
                 },
             )
@@ -187,7 +190,9 @@ def run_bench(
     atomic_write_json(out_dir / "quality-bench.json", summary)
     plot_bench(summary, out_dir / "quality-bench.png")
     if docs is not None:
-        fig = Path(figure) if figure is not None else Path(docs).parent / "figures" / "experiments-quality.png"
+        fig = (
+            Path(figure) if figure is not None else Path(docs).parent / "figures" / "experiments-quality.png"
+        )
         plot_bench(summary, fig)
         write_experiments_doc(summary, docs, os.path.relpath(fig, Path(docs).parent))
     return summary
@@ -281,21 +286,32 @@ def plot_bench(summary: Mapping[str, Any], path: str | os.PathLike[str]) -> None
         ax.plot([i] * len(table[m]["per_seed"]), table[m]["per_seed"], "k.", markersize=5)
     sft = summary["student_sft"]["mean"]
     ax.axhline(sft, color="#d62728", linestyle=":", label=f"SFT start ({sft:.3f})")
-    ax.axhline(summary["teacher_accuracy"], color="#555555", linestyle="--",
-               label=f"teacher ({summary['teacher_accuracy']:.3f})")
+    ax.axhline(
+        summary["teacher_accuracy"],
+        color="#555555",
+        linestyle="--",
+        label=f"teacher ({summary['teacher_accuracy']:.3f})",
+    )
     ax.set_xticks(list(xs))
     ax.set_xticklabels(main, rotation=35, ha="right")
     lo = min(min(means) - max(stds) - 0.05, sft - 0.05)
     ax.set_ylim(max(0.0, lo), 1.0)
-    ax.set_ylabel(f"held-out accuracy (n = {summary['n_eval']}), mean ± std over {len(summary['seeds'])} seeds")
+    ax.set_ylabel(
+        f"held-out accuracy (n = {summary['n_eval']}), mean ± std over {len(summary['seeds'])} seeds"
+    )
     ax.set_title("Every method, equal budgets")
     ax.legend(loc="lower right", fontsize=8)
     if sweep:
         ax2 = axes[0][1]
         names = ["askd", *sweep]
         ys = range(len(names))
-        ax2.barh(list(ys), [table[n]["mean"] for n in names], xerr=[table[n]["std"] for n in names],
-                 capsize=3, color=["#1f77b4", *["#aec7e8"] * len(sweep)])
+        ax2.barh(
+            list(ys),
+            [table[n]["mean"] for n in names],
+            xerr=[table[n]["std"] for n in names],
+            capsize=3,
+            color=["#1f77b4", *["#aec7e8"] * len(sweep)],
+        )
         for i, n in enumerate(names):
             ax2.plot(table[n]["per_seed"], [i] * len(table[n]["per_seed"]), "k.", markersize=5)
         ax2.axvline(table["askd"]["mean"], color="#1f77b4", linestyle="--", linewidth=1)
@@ -330,9 +346,11 @@ def measured_markdown(summary: Mapping[str, Any], figure: str) -> str:
         BEGIN,
         "",
         f"Measured by `askd bench quality` ({k} seeds: {summary['seeds']}; device {summary['device']}, "
-        f"{summary['dtype']}). Teacher: {s['teacher']['hidden_size']}-wide {s['teacher']['num_layers']}-layer "
+        f"{summary['dtype']}). Teacher: {s['teacher']['hidden_size']}-wide "
+        f"{s['teacher']['num_layers']}-layer "
         f"Llama, {summary['teacher_steps']} SFT steps, held-out accuracy {summary['teacher_accuracy']:.3f}; "
-        f"its sampled outputs (TGOs, T = {s['tgo_temperature']}) are correct {summary['tgo_accuracy']:.3f} of "
+        f"its sampled outputs (TGOs, T = {s['tgo_temperature']}) are correct "
+        f"{summary['tgo_accuracy']:.3f} of "
         f"the time. Student: {s['student']['hidden_size']}-wide {s['student']['num_layers']}-layer Llama, "
         f"SFT start {summary['student_sft']['mean']:.3f} ± {summary['student_sft']['std']:.3f}. Budget per "
         f"method: {s['distill_steps']} optimizer steps × {s['distill_batch_size']} prompts "
@@ -350,19 +368,23 @@ def measured_markdown(summary: Mapping[str, Any], figure: str) -> str:
         row = t[name]
         seeds = ", ".join(f"{x:.3f}" for x in row["per_seed"])
         if name == "askd":
-            lines.append(f"| **askd** | **{row['mean']:.3f} ± {row['std']:.3f}** | {seeds} | — | — | — | — | — |")
+            lines.append(
+                f"| **askd** | **{row['mean']:.3f} ± {row['std']:.3f}** | {seeds} | — | — | — | — | — |"
+            )
             continue
         cmp_ = c[name]
         lo, hi = cmp_["ci95"]
         lines.append(
             f"| {name} | {row['mean']:.3f} ± {row['std']:.3f} | {seeds} | {cmp_['mean_difference']:+.3f} "
-            f"[{lo:+.3f}, {hi:+.3f}] | {_fmt_p(cmp_['paired_t_p'])} | {_fmt_p(cmp_['mcnemar_pooled']['p_value'])} "
-            f"| {cmp_['askd_wins']}/{cmp_['seeds']} | {'yes' if cmp_['above_by_more_than_spread'] else 'no'} |"
+            f"[{lo:+.3f}, {hi:+.3f}] | {_fmt_p(cmp_['paired_t_p'])} | "
+            f"{_fmt_p(cmp_['mcnemar_pooled']['p_value'])} | {cmp_['askd_wins']}/{cmp_['seeds']} | "
+            f"{'yes' if cmp_['above_by_more_than_spread'] else 'no'} |"
         )
     lines += [
         "",
-        f"SFT start (all methods): {summary['student_sft']['mean']:.3f} ± {summary['student_sft']['std']:.3f}. "
-        "\"beyond spread\": the mean paired difference exceeds the larger of the two seed standard "
+        f"SFT start (all methods): {summary['student_sft']['mean']:.3f} ± "
+        f"{summary['student_sft']['std']:.3f}. "
+        '"beyond spread": the mean paired difference exceeds the larger of the two seed standard '
         "deviations. McNemar pools the (seed, problem) outcomes of both methods.",
     ]
     if summary["sweep"]:
@@ -370,10 +392,12 @@ def measured_markdown(summary: Mapping[str, Any], figure: str) -> str:
             "",
             "### ASKD options (§9), one change at a time",
             "",
-            "| variant | accuracy mean ± std | per seed | variant − askd defaults (paired, 95% CI) | paired t p |",
+            "| variant | accuracy mean ± std | per seed | variant − askd defaults (paired, 95% CI) "
+            "| paired t p |",
             "|---|---|---|---|---|",
             f"| askd (defaults) | {t['askd']['mean']:.3f} ± {t['askd']['std']:.3f} | "
-            + ", ".join(f"{x:.3f}" for x in t["askd"]["per_seed"]) + " | — | — |",
+            + ", ".join(f"{x:.3f}" for x in t["askd"]["per_seed"])
+            + " | — | — |",
         ]
         for name in summary["sweep"]:
             row = t[name]
@@ -382,7 +406,8 @@ def measured_markdown(summary: Mapping[str, Any], figure: str) -> str:
             lines.append(
                 f"| {name} | {row['mean']:.3f} ± {row['std']:.3f} | "
                 + ", ".join(f"{x:.3f}" for x in row["per_seed"])
-                + f" | {-cmp_['mean_difference']:+.3f} [{-hi:+.3f}, {-lo:+.3f}] | {_fmt_p(cmp_['paired_t_p'])} |"
+                + f" | {-cmp_['mean_difference']:+.3f} [{-hi:+.3f}, {-lo:+.3f}] | "
+                + f"{_fmt_p(cmp_['paired_t_p'])} |"
             )
     lines += ["", f"![Quality benchmark]({figure})", "", END]
     return "\n".join(lines)
