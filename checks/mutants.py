@@ -1,0 +1,282 @@
+"""Mutation check: each plausible wrong implementation must make at least one check fail.
+
+``python -m checks.mutants`` runs, for every mutant, ``pytest`` on the checks listed for it in a
+subprocess with ``ASKD_MUTANT=<name>``; ``checks/conftest.py`` then patches the wrong
+implementation into ``askd_ref`` before the checks are imported. A mutant is *caught* when
+pytest exits with status 1 (tests ran and at least one failed); any other status (0: all
+passed, ≥ 2: collection or usage error) means it survived or the run was invalid. A control run
+without a mutant must pass. Exit status 1 when a mutant survives or the control fails.
+
+Patching: ``askd_ref`` exports lazily and its modules import each other's functions by name
+(``askd_ref.losses`` does ``from askd_ref.coefficients import tgo_coefficient``), so a patch
+replaces the attribute in the defining module *and* in every loaded ``askd_ref`` module that
+holds the original object (including the package namespace once a name has been resolved).
+"""
+
+import argparse
+import dataclasses
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["MUTANTS", "Mutant", "MutantRun", "apply_mutant", "run_all", "run_mutant"]
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _replace_everywhere(module_name: str, replacements: dict[str, Any]) -> None:
+    """Set ``replacements`` on ``module_name`` and wherever the original objects were imported."""
+    import importlib
+
+    module = importlib.import_module(module_name)
+    originals = {name: getattr(module, name) for name in replacements}
+    for mod_name, mod in list(sys.modules.items()):
+        if mod is None or not (mod_name == "askd_ref" or mod_name.startswith("askd_ref.")):
+            continue
+        for name, original in originals.items():
+            if mod.__dict__.get(name) is original:
+                setattr(mod, name, replacements[name])
+    for name, value in replacements.items():
+        setattr(module, name, value)
+
+
+def _w_logit_one_minus_alpha() -> None:
+    from askd_ref._params import Param, as_tensors
+
+    def tgo_coefficient(delta: Any, alpha: Any) -> Tensor:
+        d, a = as_tensors(Param("delta", delta), Param("alpha", alpha, 0.0, 1.0))
+        return torch.sigmoid(d - (torch.log1p(-a) - torch.log(a)))  # logit(1 − α) instead of logit α
+
+    _replace_everywhere("askd_ref.coefficients", {"tgo_coefficient": tgo_coefficient})
+
+
+def _c_tilde_without_alpha_term() -> None:
+    from askd_ref.coefficients import _log_u
+
+    def _sgo_coefficient(d: Tensor, a: Tensor, mixture_grad: str) -> Tensor:
+        return _log_u(d, a)  # c̃ = log u, the −α(u − 1) term lost
+
+    _replace_everywhere("askd_ref.coefficients", {"_sgo_coefficient": _sgo_coefficient})
+
+
+def _gate_ignored() -> None:
+    from askd_ref._params import Param, as_tensors
+
+    def quality_gate(quality: Any, *, options: Any = None) -> Tensor:
+        (r,) = as_tensors(Param("quality", quality, 0.0, 1.0))
+        return torch.zeros_like(r)  # the gate h(r) is ignored
+
+    _replace_everywhere("askd_ref.schedules", {"quality_gate": quality_gate})
+
+
+def _alphas_swapped() -> None:
+    from askd_ref import schedules
+
+    tgo, sgo = schedules.tgo_alpha, schedules.sgo_alpha
+    _replace_everywhere("askd_ref.schedules", {"tgo_alpha": sgo, "sgo_alpha": tgo})
+
+
+def _sgo_token_level_rkl() -> None:
+    from askd_ref.losses import LossOutput, check_count
+    from askd_ref.options import resolve_options
+    from askd_ref.sequence import check_token_batch, pool
+
+    def sgo_loss(
+        *,
+        student_token_logp: Tensor,
+        teacher_token_logp: Tensor,
+        mask: Tensor,
+        quality: Any,
+        behaviour_logp: Tensor | None = None,
+        options: Any = None,
+        num_samples: int | None = None,
+    ) -> LossOutput:
+        # Token-level reverse KL on the sampled prefixes: per-token coefficient sg(δ_t) instead of
+        # the sequence-level ĉ(Δ(y), r); its expectation is G_single, not the sequence gradient.
+        opts = resolve_options(options)
+        s, t, m = check_token_batch(student_token_logp, teacher_token_logp, mask)
+        assert t is not None
+        n = check_count("num_samples", num_samples, s.shape[0])
+        per_sample = pool((s - t).detach() * s, m, opts.normalize)
+        return LossOutput(loss=per_sample.sum() / n, sample_count=int(s.shape[0]), diagnostics={})
+
+    _replace_everywhere("askd_ref.losses", {"sgo_loss": sgo_loss})
+
+
+def _offpolicy_ratio_dropped() -> None:
+    from askd_ref import losses
+
+    original = losses.sgo_loss
+
+    def sgo_loss(**kwargs: Any) -> Any:
+        kwargs["behaviour_logp"] = None  # off-policy samples treated as on-policy: ratio dropped
+        return original(**kwargs)
+
+    _replace_everywhere("askd_ref.losses", {"sgo_loss": sgo_loss})
+
+
+@dataclasses.dataclass(frozen=True)
+class Mutant:
+    """A wrong implementation and the checks expected to catch it (pytest node ids)."""
+
+    name: str
+    description: str
+    apply: Callable[[], None]
+    checks: tuple[str, ...]
+
+
+_T1 = "checks/test_t1_exactness.py"
+MUTANTS: dict[str, Mutant] = {
+    m.name: m
+    for m in (
+        Mutant(
+            "w_logit_one_minus_alpha",
+            "E5 uses logit(1 − α): w = σ(Δ − logit(1 − α))",
+            _w_logit_one_minus_alpha,
+            ("checks/test_t3_ranges.py::test_t3_w_in_unit_interval_and_one_minus_alpha_at_zero",),
+        ),
+        Mutant(
+            "c_tilde_without_alpha_term",
+            "E6 loses its −α(u − 1) term: c̃ = log u",
+            _c_tilde_without_alpha_term,
+            (f"{_T1}::test_t1_sgo_loss_is_the_exact_gradient_of_sequence_srkl",),
+        ),
+        Mutant(
+            "gate_ignored",
+            "E9 ignores the quality gate (h ≡ 0)",
+            _gate_ignored,
+            ("checks/test_t3_ranges.py::test_t3_c_hat_nonpositive_where_gate_is_closed",),
+        ),
+        Mutant(
+            "alphas_swapped",
+            "E10 α_T and α_S swapped",
+            _alphas_swapped,
+            ("checks/test_t5_monotone.py::test_t5_w_non_decreasing_in_quality",),
+        ),
+        Mutant(
+            "sgo_token_level_rkl",
+            "E12 replaced by token-level reverse KL on sampled prefixes (coefficient sg(δ_t) per token)",
+            _sgo_token_level_rkl,
+            (f"{_T1}::test_t1_sgo_loss_is_the_exact_gradient_of_sequence_srkl",),
+        ),
+        Mutant(
+            "offpolicy_ratio_dropped",
+            "E13 drops the importance ratio (off-policy SGOs treated as on-policy)",
+            _offpolicy_ratio_dropped,
+            ("checks/test_t9_estimator_bias.py::test_t9_offpolicy_sgo_loss_with_sequence_ratio_is_unbiased",),
+        ),
+    )
+}
+
+
+def apply_mutant(name: str) -> None:
+    """Patch mutant ``name`` into askd_ref (called by ``checks/conftest.py``)."""
+    if name not in MUTANTS:
+        raise ValueError(f"ASKD_MUTANT must be one of {sorted(MUTANTS)}, got {name!r}")
+    MUTANTS[name].apply()
+
+
+@dataclasses.dataclass(frozen=True)
+class MutantRun:
+    """The outcome of running a mutant's checks."""
+
+    mutant: str
+    returncode: int
+    failed: tuple[str, ...]
+    seconds: float
+
+    @property
+    def caught(self) -> bool:
+        return self.returncode == 1 and bool(self.failed)
+
+
+def _pytest(node_ids: Sequence[str], mutant: str | None, timeout: float) -> tuple[int, list[str], float]:
+    env = dict(os.environ)
+    env.pop("ASKD_MUTANT", None)
+    if mutant:
+        env["ASKD_MUTANT"] = mutant
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-x",
+        "-rf",
+        "-p",
+        "no:cacheprovider",
+        "--no-header",
+        *node_ids,
+    ]
+    start = time.perf_counter()
+    proc = subprocess.run(
+        cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    seconds = time.perf_counter() - start
+    failed = [line.split(" ", 2)[1] for line in proc.stdout.splitlines() if line.startswith("FAILED ")]
+    if proc.returncode not in (0, 1):
+        sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
+    return proc.returncode, failed, seconds
+
+
+def run_mutant(name: str, timeout: float = 300.0) -> MutantRun:
+    """Run mutant ``name``'s checks in a subprocess with the mutant applied."""
+    mutant = MUTANTS[name]
+    code, failed, seconds = _pytest(mutant.checks, name, timeout)
+    return MutantRun(name, code, tuple(failed), seconds)
+
+
+def run_all(
+    control: bool = True, timeout: float = 300.0, workers: int = 2
+) -> tuple[list[MutantRun], MutantRun | None]:
+    """Every mutant (``workers`` subprocesses at a time); optionally a control run without one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        runs = list(pool.map(lambda name: run_mutant(name, timeout), MUTANTS))
+    control_run = None
+    if control:
+        nodes = sorted({node for m in MUTANTS.values() for node in m.checks})
+        code, failed, seconds = _pytest(nodes, None, timeout)
+        control_run = MutantRun("(control: no mutant)", code, tuple(failed), seconds)
+    return runs, control_run
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m checks.mutants", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--no-control", action="store_true", help="skip the run without a mutant")
+    parser.add_argument("--json", type=Path, help="also write the results as JSON to this path")
+    args = parser.parse_args(argv)
+    runs, control = run_all(control=not args.no_control)
+    ok = True
+    print(f"{'mutant':30s} {'status':9s} {'time':>6s}  caught by")
+    for run in runs:
+        status = "caught" if run.caught else "SURVIVED"
+        ok &= run.caught
+        print(f"{run.mutant:30s} {status:9s} {run.seconds:5.1f}s  {', '.join(run.failed) or '-'}")
+        print(f"{'':30s} ({MUTANTS[run.mutant].description})")
+    if control is not None:
+        passed = control.returncode == 0
+        ok &= passed
+        print(f"{control.mutant:30s} {'passed' if passed else 'FAILED':9s} {control.seconds:5.1f}s")
+    if args.json:
+        from askd_ref.io import atomic_write_json
+
+        atomic_write_json(
+            args.json,
+            {
+                "runs": [dataclasses.asdict(r) | {"caught": r.caught} for r in runs],
+                "control": None if control is None else dataclasses.asdict(control),
+            },
+        )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
