@@ -34,6 +34,8 @@ if TYPE_CHECKING:
         skew_forward_kl,
         skew_reverse_kl,
     )
+    from askd_ref.engine.evaluate import EvalResult, evaluate_model
+    from askd_ref.generation import Generation, generate, generate_samples
     from askd_ref.losses import (
         DistillBatch,
         LossOutput,
@@ -45,6 +47,13 @@ if TYPE_CHECKING:
     from askd_ref.options import ASKDOptions
     from askd_ref.schedules import hard_gate, quality_gate, sgo_alpha, soft_gate, tgo_alpha
     from askd_ref.sequence import sequence_log_ratio, token_log_probs
+    from askd_ref.trainer import (
+        ASKDConfig,
+        ASKDTrainer,
+        PromptItem,
+        Response,
+        prompt_items_from_samples,
+    )
 
 __version__ = "0.1.0"
 
@@ -89,14 +98,30 @@ _EXPORTS: dict[str, str] = {
     "tgo_loss": "askd_ref.losses",
     "token_log_probs": "askd_ref.sequence",
     "validation_disabled": "askd_ref._validation",
+    "ASKDConfig": "askd_ref.trainer",
+    "ASKDTrainer": "askd_ref.trainer",
+    "PromptItem": "askd_ref.trainer",
+    "Response": "askd_ref.trainer",
+    "prompt_items_from_samples": "askd_ref.trainer",
+    "Generation": "askd_ref.generation",
+    "generate": "askd_ref.generation",
+    "generate_samples": "askd_ref.generation",
+    "EvalResult": "askd_ref.engine.evaluate",
+    "evaluate_model": "askd_ref.engine.evaluate",
 }
 
 __all__ = [
     "LOSS_FUNCTIONS",
     "METHODS",
+    "ASKDConfig",
     "ASKDOptions",
+    "ASKDTrainer",
     "DistillBatch",
+    "EvalResult",
+    "Generation",
     "LossOutput",
+    "PromptItem",
+    "Response",
     "advantage_kd_loss",
     "askd_loss",
     "chunked_loss",
@@ -106,13 +131,17 @@ __all__ = [
     "dense_askd_loss",
     "distillm2_loss",
     "distillm_loss",
+    "evaluate_model",
     "forward_kl",
     "generalized_jsd",
+    "generate",
+    "generate_samples",
     "gkd_loss",
     "group_advantages",
     "hard_gate",
     "is_validation_enabled",
     "kd_loss",
+    "prompt_items_from_samples",
     "quality_gate",
     "reverse_kl",
     "rkl_loss",
