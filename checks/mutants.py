@@ -233,18 +233,33 @@ def run_mutant(name: str, timeout: float = 300.0) -> MutantRun:
 
 
 def run_all(
-    control: bool = True, timeout: float = 300.0, workers: int = 2
+    control: bool = True,
+    timeout: float = 300.0,
+    workers: int = 2,
+    progress: Callable[[MutantRun], None] | None = None,
 ) -> tuple[list[MutantRun], MutantRun | None]:
-    """Every mutant (``workers`` subprocesses at a time); optionally a control run without one."""
-    from concurrent.futures import ThreadPoolExecutor
+    """Every mutant (``workers`` subprocesses at a time); optionally a control run without one.
 
+    ``progress`` is called with each run as it finishes; results come back in MUTANTS order.
+    """
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    done: dict[str, MutantRun] = {}
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        runs = list(pool.map(lambda name: run_mutant(name, timeout), MUTANTS))
+        futures = [pool.submit(run_mutant, name, timeout) for name in MUTANTS]
+        for future in as_completed(futures):
+            run = future.result()
+            done[run.mutant] = run
+            if progress is not None:
+                progress(run)
+    runs = [done[name] for name in MUTANTS]
     control_run = None
     if control:
         nodes = sorted({node for m in MUTANTS.values() for node in m.checks})
         code, failed, seconds = _pytest(nodes, None, timeout)
         control_run = MutantRun("(control: no mutant)", code, tuple(failed), seconds)
+        if progress is not None:
+            progress(control_run)
     return runs, control_run
 
 
@@ -253,7 +268,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-control", action="store_true", help="skip the run without a mutant")
     parser.add_argument("--json", type=Path, help="also write the results as JSON to this path")
     args = parser.parse_args(argv)
-    runs, control = run_all(control=not args.no_control)
+
+    def report(run: MutantRun) -> None:
+        state = (
+            ("passed" if run.returncode == 0 else "FAILED")
+            if run.mutant not in MUTANTS
+            else ("caught" if run.caught else "SURVIVED")
+        )
+        print(f"[{run.seconds:5.1f}s] {run.mutant}: {state}", file=sys.stderr, flush=True)
+
+    print(f"running {len(MUTANTS)} mutants (+ control) in subprocesses ...", file=sys.stderr, flush=True)
+    runs, control = run_all(control=not args.no_control, progress=report)
     ok = True
     print(f"{'mutant':30s} {'status':9s} {'time':>6s}  caught by")
     for run in runs:
