@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(max(1, args.threads))
     transformers.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+    transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     methods = (
         METHODS if args.methods is None else tuple(m.strip() for m in args.methods.split(",") if m.strip())
     )

@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("askd demo: --threads must be >= 1")
     torch.set_num_threads(args.threads)
     transformers.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+    transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     try:
         run_demo(
             args.out, seed=args.seed, device=args.device, dtype=args.dtype, progress=not args.no_progress

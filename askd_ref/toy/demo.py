@@ -223,8 +223,8 @@ def plot_results(results: dict[str, Any], path: str | os.PathLike[str]) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     colors = ["#555555", "#999999", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
     ax1.bar(names, values, yerr=errs, capsize=4, color=colors[: len(names)])
-    for i, v in enumerate(values):
-        ax1.text(i, v + 0.02, f"{v:.3f}", ha="center", fontsize=9)
+    for i, (v, e) in enumerate(zip(values, errs, strict=True)):
+        ax1.text(i, v + e + 0.015, f"{v:.3f}", ha="center", fontsize=9)
     ax1.set_ylim(0, 1.08)
     ax1.set_ylabel(f"held-out accuracy (n = {results['n_eval']}, 95% CI)")
     ax1.set_title("Toy task: teacher, SFT start, distilled students")
