@@ -14,6 +14,13 @@ something else must use :func:`override` and give its reason, so every exception
   *values* keep float32 accuracy against the reference evaluated on the rounded inputs; the
   *gradients* come back in the input dtype and carry its rounding (unit roundoff 2^-8 for
   bf16, 2^-11 for fp16), hence the separate gradient rows.
+* ``value_e2e`` / ``grad_e2e`` / ``grad_e2e_fp32`` (bf16, fp16): the end-to-end path from half
+  *logits*, against float64 from the same rounded logits. A half log_softmax rounds every
+  log-prob (relative 2^-8 in bf16), so p = exp(log p) is off by up to 2^-8·|log p| (≈ 12 % at
+  |log p| = 32, the tail of a 151936-word vocabulary); gradients w.r.t. the logits are compared
+  after dividing by their largest entry (``atol`` is a fraction of it, ``rtol`` 0), since most
+  entries are ~1/V. With a float32 log_softmax only the final cast of ∂L/∂z rounds
+  (``grad_e2e_fp32``). ``docs/reliability.md`` has the measured errors and the derivation.
 """
 
 import dataclasses
@@ -42,6 +49,14 @@ TOLERANCES: dict[tuple[str, str], Tolerance] = {
     ("bfloat16", "grad"): Tolerance(1.6e-2, 1e-5, "gradient returned in bf16 (2^-8 roundoff)"),
     ("float16", "value"): Tolerance(2e-5, 1e-6, "computed in fp32 from the rounded inputs"),
     ("float16", "grad"): Tolerance(2e-3, 1e-5, "gradient returned in fp16 (2^-11 roundoff)"),
+    # End to end from half logits (tests/test_half_precision.py, docs/reliability.md): "value_e2e"
+    # compares the loss, "grad_e2e*" compare ∂L/∂logits divided by its largest reference entry.
+    ("bfloat16", "value_e2e"): Tolerance(2**-8 * 16, 1e-6, "bf16 log_softmax: 2^-8 × |log p| ≤ 16"),
+    ("float16", "value_e2e"): Tolerance(2**-11 * 16, 1e-6, "fp16 log_softmax: 2^-11 × |log p| ≤ 16"),
+    ("bfloat16", "grad_e2e"): Tolerance(0.0, 2**-8 * 128, "bf16 log_softmax: exp(log p) errs 2^-8·32, ×4"),
+    ("float16", "grad_e2e"): Tolerance(0.0, 2**-11 * 128, "fp16 log_softmax: exp(log p) errs 2^-11·32, ×4"),
+    ("bfloat16", "grad_e2e_fp32"): Tolerance(0.0, 2**-7, "fp32 log_softmax, ∂L/∂z cast to bf16: 2·2^-8"),
+    ("float16", "grad_e2e_fp32"): Tolerance(0.0, 2**-10, "fp32 log_softmax, ∂L/∂z cast to fp16: 2·2^-11"),
 }
 
 
