@@ -594,7 +594,9 @@ class ASKDTrainer(Trainer):
         """The askd-ref loss of this micro-batch, normalised by the global counts, × world size."""
         items: list[PromptItem] = inputs["items"]
         rows = self._rows(items)
-        out = self.loss_from_rows(model, rows)
+        # inside the training loop: the counts of the whole step (get_batch_samples); otherwise local
+        counts = self._window_counts if model.training else None
+        out = self.loss_from_rows(model, rows, counts)
         self._record(out.diagnostics, rows)
         loss = out.loss * self.world_size
         return (loss, {"diagnostics": out.diagnostics}) if return_outputs else loss
@@ -608,13 +610,19 @@ class ASKDTrainer(Trainer):
             self.args.device
         )
 
-    def loss_from_rows(self, model: Any, rows: Sequence[_Row]) -> LossOutput:
-        """Forward teacher and student on ``rows`` and return the method's :class:`LossOutput`."""
+    def loss_from_rows(
+        self, model: Any, rows: Sequence[_Row], counts: tuple[int, int] | None = None
+    ) -> LossOutput:
+        """Forward teacher and student on ``rows`` and return the method's :class:`LossOutput`.
+
+        ``counts`` = (global TGOs, global SGOs) of the optimizer step; ``None``: the rows' own
+        counts (a loss of these rows alone).
+        """
         cfg = self.askd_config
         needs = cfg.needs
-        if self._window_counts is None:  # called outside the training loop: local counts
-            self._window_counts = (sum(r.is_tgo for r in rows), sum(not r.is_tgo for r in rows))
-        n_t, n_s = self._window_counts
+        if counts is None:
+            counts = (sum(r.is_tgo for r in rows), sum(not r.is_tgo for r in rows))
+        n_t, n_s = counts
         batch = self._token_batch(rows)
         mask = batch.shifted_mask
         unscored = any(r.quality is None for r in rows)

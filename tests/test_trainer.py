@@ -296,11 +296,11 @@ def test_samples_are_independent_of_their_batch_mates(tok, teacher, student):
     long_ = tr._Row(
         items[1], Response("1234567>7654321"), True, tuple(encode_response(tok, "1234567>7654321")), 0.0
     )
-    trainer._window_counts = (2, 0)
-    both = trainer.loss_from_rows(trainer.model, [short, long_]).loss
+    counts = (2, 0)  # both rows belong to one optimizer step of 2 TGOs
+    both = trainer.loss_from_rows(trainer.model, [short, long_], counts).loss
     alone = (
-        trainer.loss_from_rows(trainer.model, [short]).loss
-        + trainer.loss_from_rows(trainer.model, [long_]).loss
+        trainer.loss_from_rows(trainer.model, [short], counts).loss
+        + trainer.loss_from_rows(trainer.model, [long_], counts).loss
     )
     assert_close(both, alone, tolerance(torch.float32, "value"), what="padded batch vs rows alone")
 
