@@ -39,7 +39,7 @@ from askd_ref.toy.pipeline import (
 )
 from askd_ref.toy.stats import mcnemar, paired_t
 
-__all__ = ["SWEEP", "Variant", "main_variants", "run_bench", "write_experiments_doc"]
+__all__ = ["SWEEP", "SWEEP_PAIRS", "Variant", "main_variants", "run_bench", "write_experiments_doc"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +76,19 @@ SWEEP: tuple[Variant, ...] = (
     Variant("askd mixture_grad=stop", "askd", {"mixture_grad": "stop"}),
     Variant("askd batched SGOs", "askd", overrides={"sgo_regime": "batched"}, note="per-epoch pool, E13"),
     Variant("distillm2 batched SGOs", "distillm2", overrides={"sgo_regime": "batched"}),
+    Variant("askd 4 SGOs/prompt", "askd", overrides={"sgo_per_prompt": 4}, note="groups of 4 samples"),
+    Variant(
+        "advantage_kd 4 SGOs/prompt",
+        "advantage_kd",
+        overrides={"sgo_per_prompt": 4},
+        note="with 1 SGO per prompt every group advantage is 0 and advantage_kd reduces to kd",
+    ),
+)
+
+#: Equal-budget pairs among the sweep variants (the first minus the second is reported).
+SWEEP_PAIRS: tuple[tuple[str, str], ...] = (
+    ("askd batched SGOs", "distillm2 batched SGOs"),
+    ("askd 4 SGOs/prompt", "advantage_kd 4 SGOs/prompt"),
 )
 
 
@@ -254,9 +267,29 @@ def summarise(
             "mcnemar_pooled": dataclasses.asdict(mc),
             "above_by_more_than_spread": pt.mean > spread,
         }
+    pairs: dict[str, Any] = {}
+    for first, second in SWEEP_PAIRS:
+        if first in by and second in by and all(sd in by[first] and sd in by[second] for sd in seeds):
+            pt = paired_t(
+                [by[first][sd]["accuracy"] for sd in seeds], [by[second][sd]["accuracy"] for sd in seeds]
+            )
+            mc = mcnemar(
+                [float(c) for sd in seeds for c in by[first][sd]["scores"]],
+                [float(c) for sd in seeds for c in by[second][sd]["scores"]],
+            )
+            pairs[f"{first} - {second}"] = {
+                "first": first,
+                "second": second,
+                "mean_difference": pt.mean,
+                "ci95": list(pt.ci95),
+                "paired_t_p": pt.p_value,
+                "first_wins": pt.wins,
+                "mcnemar_pooled": dataclasses.asdict(mc),
+            }
     return {
         "table": table,
         "comparisons_askd_minus": comparisons,
+        "sweep_pairs": pairs,
         "student_sft": {"mean": _mean_std(sft)[0], "std": _mean_std(sft)[1], "per_seed": sft},
         "tgo_accuracy": statistics.fmean([starts[sd]["tgo_accuracy"] for sd in seeds]),
         "main": list(main),
@@ -408,6 +441,21 @@ def measured_markdown(summary: Mapping[str, Any], figure: str) -> str:
                 + ", ".join(f"{x:.3f}" for x in row["per_seed"])
                 + f" | {-cmp_['mean_difference']:+.3f} [{-hi:+.3f}, {-lo:+.3f}] | "
                 + f"{_fmt_p(cmp_['paired_t_p'])} |"
+            )
+    if summary.get("sweep_pairs"):
+        lines += [
+            "",
+            "Equal-budget pairs among the variants (first − second, paired over seeds):",
+            "",
+            "| pair | difference (95% CI) | paired t p | McNemar p (pooled) | first wins |",
+            "|---|---|---|---|---|",
+        ]
+        for pr in summary["sweep_pairs"].values():
+            lo, hi = pr["ci95"]
+            lines.append(
+                f"| {pr['first']} − {pr['second']} | {pr['mean_difference']:+.3f} [{lo:+.3f}, {hi:+.3f}] | "
+                f"{_fmt_p(pr['paired_t_p'])} | {_fmt_p(pr['mcnemar_pooled']['p_value'])} | "
+                f"{pr['first_wins']}/{k} |"
             )
     lines += ["", f"![Quality benchmark]({figure})", "", END]
     return "\n".join(lines)
