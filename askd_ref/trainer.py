@@ -658,13 +658,14 @@ class ASKDTrainer(Trainer):
             behaviour_logp=behaviour,
             group=group,
         )
-        return compute_loss(
-            cfg.method,
-            dbatch,
-            options=cfg.options,
-            num_tgo=n_t if needs.tgo else None,
-            num_sgo=n_s if needs.sgo else None,
-        )
+        with _no_autocast(batch.input_ids.device):  # the loss math stays fp32 under mixed precision
+            return compute_loss(
+                cfg.method,
+                dbatch,
+                options=cfg.options,
+                num_tgo=n_t if needs.tgo else None,
+                num_sgo=n_s if needs.sgo else None,
+            )
 
     def _quality_tensor(
         self, rows: Sequence[_Row], teacher_token: Tensor | None, mask: Tensor, teacher_lik: bool, device: Any
@@ -717,25 +718,26 @@ class ASKDTrainer(Trainer):
         q_tensor = self._quality_tensor(rows, teacher_token, mask, teacher_lik, batch.input_ids.device)
         student_h = hidden_states(model, batch)[:, :-1]
         student_w, student_b = _head(self.accelerator.unwrap_model(model), vocab)
-        return chunked_loss(
-            cfg.method,
-            student_hidden=student_h,
-            student_weight=student_w,
-            student_bias=student_b,
-            teacher_hidden=teacher_h,
-            teacher_weight=teacher_w,
-            teacher_bias=teacher_b,
-            target_ids=targets,
-            mask=mask,
-            is_tgo=is_tgo,
-            quality=q_tensor,
-            behaviour_logp=behaviour,
-            group=group,
-            options=cfg.options,
-            num_tgo=n_t if needs.tgo else None,
-            num_sgo=n_s if needs.sgo else None,
-            chunk_size=cfg.chunk_size,
-        )
+        with _no_autocast(batch.input_ids.device):  # projections and losses in fp32 (chunked)
+            return chunked_loss(
+                cfg.method,
+                student_hidden=student_h,
+                student_weight=student_w,
+                student_bias=student_b,
+                teacher_hidden=teacher_h,
+                teacher_weight=teacher_w,
+                teacher_bias=teacher_b,
+                target_ids=targets,
+                mask=mask,
+                is_tgo=is_tgo,
+                quality=q_tensor,
+                behaviour_logp=behaviour,
+                group=group,
+                options=cfg.options,
+                num_tgo=n_t if needs.tgo else None,
+                num_sgo=n_s if needs.sgo else None,
+                chunk_size=cfg.chunk_size,
+            )
 
     # ---- diagnostics -------------------------------------------------------------------------
 
@@ -848,6 +850,11 @@ class ASKDTrainer(Trainer):
                 for k, v in data["pool"].items()
             }
             self._pool_epoch = int(data["epoch"])
+
+
+def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """Disable any enclosing autocast: models run in mixed precision, losses never do."""
+    return torch.autocast(device_type=device.type, enabled=False)
 
 
 def _head(model: Any, vocab: int) -> tuple[Tensor, Tensor | None]:
