@@ -86,14 +86,8 @@ DEFAULT_CHUNK_SIZE: Final[int] = 256
 
 Kernel: TypeAlias = Literal["fused", "core"]
 
-#: On CPU the element-wise work runs on row blocks of at most this many bytes per buffer so
-#: that the working set of the fused kernel (six buffers) stays in cache; on accelerators the
-#: whole chunk is one block.
-_CPU_BLOCK_BYTES: Final[int] = 1 << 20
-
 # Divergence codes of the packed token groups. _NONE: token log-probs only (sequence terms).
 _SKL, _SRKL_FULL, _SRKL_STOP, _FKL, _RKL, _GJSD, _NONE = range(7)
-_NEEDS_P = frozenset({_SKL, _FKL, _GJSD})  # kernels that read the teacher probabilities
 
 
 def _default(fn: Callable[..., Any], name: str) -> float:
@@ -104,11 +98,11 @@ def _default(fn: Callable[..., Any], name: str) -> float:
 
 
 # ----------------------------------------------------------------------------------------------
-# Per-chunk kernels. Inputs are views of one block of packed tokens (m rows): ``s`` holds the
-# student log-probs log q (overwritten with ∂L/∂logits when ``want_grad``), ``t`` the teacher
-# log-probs log p, ``q``/``p``/``x``/``y`` scratch buffers; ``la``/``l1a`` are (m, 1) columns
-# log α and log(1 − α) (α, or β for JSD); ``w`` the (m, 1) loss weight of each token.
-# Each returns the per-token divergence values, shape (m,).
+# Per-chunk kernels. Inputs are views of the chunk's rows of one divergence (m rows, vocab V):
+# ``s`` holds the student log-probs log q and ``t`` the teacher log-probs log p (both consumed:
+# they are overwritten with q and p), ``x`` receives ∂L/∂logits when ``want_grad`` and ``y`` is
+# scratch; ``a``, ``la``, ``l1a`` are (m, 1) columns α, log α, log(1 − α) (β for JSD) and ``w``
+# the (m, 1) loss weight of each token. Each returns the per-token divergence values, (m,).
 # ----------------------------------------------------------------------------------------------
 
 
@@ -122,8 +116,6 @@ def _fused_kernel(
     code: int,
     s: Tensor,
     t: Tensor,
-    q: Tensor,
-    p: Tensor | None,
     x: Tensor,
     y: Tensor,
     a: Tensor,
@@ -132,35 +124,39 @@ def _fused_kernel(
     w: Tensor,
     want_grad: bool,
 ) -> Tensor:
-    r"""Closed-form values and logit gradients of the token-level divergences.
+    r"""Closed-form values and logit gradients of the token-level divergences, in place.
 
     With q = softmax(z) the student, p the teacher and g_v = ∂D/∂q_v, the logit gradient is
-    ∂D/∂z = q ⊙ (g − ⟨q, g⟩); the kernels write it as follows (r: the student's share of the
-    mixture, all mixtures in log space):
+    ∂D/∂z = q ⊙ (g − ⟨q, g⟩). Mixtures are formed in log space:
 
-    * SKL_α = Σ p log(p/m), m = αp + (1−α)q: with y = log(m/p) = logaddexp(log α, log(1−α) + log q − log p),
-      SKL = −⟨p, y⟩ and ∂/∂z = q·⟨p, r⟩ − p ⊙ r, r = (1−α)q/m = exp(log(1−α) + log q − log p − y).
-    * SRKL_α = Σ q log(q/m), m = (1−α)p + αq: with y = log(m/q), SRKL = −⟨q, y⟩ and
-      ∂/∂z = q ⊙ (c − x), x = y + α·e^{−y} ("full": α q/m = α e^{−y}) or x = y ("stop"),
-      c = ⟨q, x⟩.
-    * FKL = ⟨p, log p − log q⟩, ∂/∂z = q − p.  RKL = ⟨q, log q − log p⟩, ∂/∂z = q ⊙ (log q − log p − RKL).
-    * JSD_β = β⟨p, log p − log M⟩ + (1−β)⟨q, log q − log M⟩, M = βp + (1−β)q:
-      ∂D/∂q_v = (1−β)(log q_v − log M_v), so ∂/∂z = (1−β) q ⊙ (⟨q, y⟩ − y), y = log(M/q).
+    * SKL_α = Σ p log(p/m), m = αp + (1−α)q: with y = log(m/p) = logaddexp(log α, x),
+      x = log(1−α) + log q − log p, SKL = −⟨p, y⟩ and ∂/∂z = q·⟨p, r⟩ − p ⊙ r with
+      r = (1−α)q/m = exp(x − y).
+    * SRKL_α = Σ q log(q/m), m = (1−α)p + αq: with y = log(m/q) = logaddexp(log α, log(1−α) + log p
+      − log q), SRKL = −⟨q, y⟩ and ∂/∂z = q ⊙ (c − x), c = ⟨q, x⟩, x = y + α·e^{−y} ("full":
+      g = 1 − y − αq/m) or x = y ("stop": the mixture is a constant).
+    * FKL = ⟨p, log p − log q⟩, ∂/∂z = q − p.
+    * RKL = ⟨q, log q − log p⟩, ∂/∂z = q ⊙ (log q − log p − RKL).
+    * JSD_β = β⟨p, log(p/M)⟩ + (1−β)⟨q, log(q/M)⟩, M = βp + (1−β)q: ∂D/∂q_v = (1−β)·log(q_v/M_v),
+      so with y = log(M/q), ∂/∂z = (1−β)·q ⊙ (⟨q, y⟩ − y).
+
+    Every formula is checked against the library's divergence functions differentiated by
+    autograd (``kernel="core"``) in ``tests/test_chunked.py``.
     """
-    torch.exp(s, out=q)
-    if p is not None:
-        torch.exp(t, out=p)
     if code == _SKL:
-        assert p is not None
         torch.sub(s, t, out=x).add_(l1a)
+        p = t.exp_()
         torch.logaddexp(x, la, out=y)
         value = -_rowdot(p, y)
         if want_grad:
-            x.sub_(y).exp_().mul_(w)  # w·r
-            torch.mul(q, _rowdot(p, x), out=s).addcmul_(p, x, value=-1.0)
+            x.sub_(y).exp_().mul_(-w)  # −w·r
+            c = _rowdot(p, x)  # −w·⟨p, r⟩
+            q = s.exp_()
+            x.mul_(p).addcmul_(q, c, value=-1.0)  # w·(q·⟨p, r⟩ − p ⊙ r)
     elif code in (_SRKL_FULL, _SRKL_STOP):
         torch.sub(t, s, out=x).add_(l1a)
         torch.logaddexp(x, la, out=y)
+        q = s.exp_()
         value = -_rowdot(q, y)
         if want_grad:
             if code == _SRKL_FULL:
@@ -168,36 +164,36 @@ def _fused_kernel(
             else:
                 x.copy_(y)
             c = _rowdot(q, x)
-            torch.sub(c, x, out=s).mul_(q).mul_(w)
+            x.sub_(c).mul_(q).mul_(-w)  # w·q ⊙ (c − x)
     elif code == _FKL:
-        assert p is not None
         torch.sub(t, s, out=x)
+        p = t.exp_()
         value = _rowdot(p, x)
         if want_grad:
-            torch.sub(q, p, out=s).mul_(w)
+            torch.sub(s.exp_(), p, out=x).mul_(w)
     elif code == _RKL:
         torch.sub(s, t, out=x)
+        q = s.exp_()
         value = _rowdot(q, x)
         if want_grad:
-            torch.sub(x, value, out=s).mul_(q).mul_(w)
+            x.sub_(value).mul_(q).mul_(w)
     elif code == _GJSD:
-        assert p is not None
-        beta = a
-        torch.sub(t, s, out=x)
+        torch.sub(t, s, out=x)  # log(p/q)
         torch.add(x, la, out=y)
         torch.logaddexp(y, l1a, out=y)  # log(M/q)
-        x.sub_(y)  # log p − log M
+        x.sub_(y)  # log(p/M)
+        p, q = t.exp_(), s.exp_()
         yq = _rowdot(q, y)
-        value = beta * _rowdot(p, x) - (1 - beta) * yq
+        value = a * _rowdot(p, x) - (1 - a) * yq
         if want_grad:
-            torch.sub(yq, y, out=s).mul_(q).mul_((1 - beta) * w)
+            torch.sub(yq, y, out=x).mul_(q).mul_((1 - a) * w)
     else:  # pragma: no cover - internal
         raise AssertionError(f"unknown divergence code {code}")
     return value.view(-1)
 
 
 def _core_kernel(
-    code: int, s: Tensor, t: Tensor, param: Tensor, mixture_stop: bool, w: Tensor, want_grad: bool
+    code: int, s: Tensor, t: Tensor, x: Tensor, param: Tensor, mixture_stop: bool, w: Tensor, want_grad: bool
 ) -> Tensor:
     """The same values and logit gradients from the library's divergence functions and autograd."""
     with torch.enable_grad(), validation_disabled():
@@ -220,7 +216,7 @@ def _core_kernel(
         if want_grad:
             (g,) = torch.autograd.grad(d, slp, grad_outputs=w.view(-1).to(d.dtype))
             # chain rule through log_softmax: ∂/∂z = g − softmax(z)·Σ_v g_v
-            s.copy_(g - slp.detach().exp() * g.sum(-1, keepdim=True))
+            x.copy_(g - slp.detach().exp() * g.sum(-1, keepdim=True))
     return d.detach()
 
 
@@ -254,13 +250,6 @@ def _project(h: Tensor, weight: Tensor, bias: Tensor | None, out: Tensor) -> Ten
     return out
 
 
-def _block_rows(vocab: int, dtype: torch.dtype, device: torch.device, chunk: int) -> int:
-    if device.type != "cpu":
-        return chunk
-    itemsize = torch.empty((), dtype=dtype).element_size()
-    return max(1, min(chunk, _CPU_BLOCK_BYTES // (vocab * itemsize)))
-
-
 class _ChunkedHeads(torch.autograd.Function):
     """Packed hidden states → (dense loss, student token log-probs, teacher token log-probs, values)."""
 
@@ -288,15 +277,14 @@ class _ChunkedHeads(torch.autograd.Function):
         want_grad = pack.want_grad and dense
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
         chunk = min(pack.chunk_size, n_tok)
-        block = _block_rows(vocab, cdt, dev, chunk)
 
         def buf() -> Tensor:
             return torch.empty(chunk, vocab, dtype=cdt, device=dev)
 
+        # At most four (chunk × vocab) buffers: student and teacher logits (turned into
+        # log-probs, then probabilities), the logit gradient and one scratch buffer.
         sbuf = buf()
         tbuf = buf() if has_teacher else None
-        qbuf = buf() if dense else None
-        pbuf = buf() if any(code in _NEEDS_P for _, _, code in pack.segments) else None
         xbuf = buf() if dense else None
         ybuf = buf() if dense and pack.kernel == "fused" else None
 
@@ -319,74 +307,61 @@ class _ChunkedHeads(torch.autograd.Function):
                 (max(a, c0) - c0, min(b, c1) - c0, code) for a, b, code in pack.segments if a < c1 and b > c0
             ]
             dense_chunk = any(code != _NONE for _, _, code in segs)
-            teacher_chunk = has_teacher and (dense_chunk or pack.teacher_tokens)
             y_ids = pack.targets[c0:c1, None]
-            logits_s = _project(s_hidden[c0:c1], ws, bs, sbuf[:n])
-            z_target = logits_s.gather(1, y_ids).view(-1)
-            logits_t = None
-            if teacher_chunk:
+            s = _project(s_hidden[c0:c1], ws, bs, sbuf[:n])
+            lse[c0:c1] = s.gather(1, y_ids).view(-1)  # the target logit, for now
+            torch.log_softmax(s, -1, out=s)
+            s_tok[c0:c1] = s.gather(1, y_ids).view(-1)
+            lse[c0:c1] -= s_tok[c0:c1]  # z_y − log q(y) = log Σ_v exp z_v
+            t = None
+            if has_teacher and (dense_chunk or pack.teacher_tokens):
                 assert tbuf is not None
                 assert t_hidden is not None
                 assert wt is not None
-                logits_t = _project(t_hidden[c0:c1], wt, bt, tbuf[:n])
-            for b0 in range(0, n, block):
-                b1 = min(n, b0 + block)
-                s = logits_s[b0:b1]
-                torch.log_softmax(s, -1, out=s)
-                s_tok[c0 + b0 : c0 + b1] = s.gather(1, y_ids[b0:b1]).view(-1)
-                t = None
-                if logits_t is not None:
-                    t = logits_t[b0:b1]
-                    torch.log_softmax(t, -1, out=t)
-                    t_tok[c0 + b0 : c0 + b1] = t.gather(1, y_ids[b0:b1]).view(-1)
-                for a, b, code in segs:
-                    lo, hi = max(a, b0), min(b, b1)
-                    if lo >= hi:
-                        continue
-                    if code == _NONE:
-                        if want_grad and dense_chunk:
-                            logits_s[lo:hi].zero_()  # no dense gradient on these rows
-                        continue
-                    assert logits_t is not None
-                    assert qbuf is not None
-                    assert xbuf is not None
-                    i0, i1 = c0 + lo, c0 + hi
-                    if pack.kernel == "fused":
-                        assert ybuf is not None
-                        vals = _fused_kernel(
-                            code,
-                            logits_s[lo:hi],
-                            logits_t[lo:hi],
-                            qbuf[lo:hi],
-                            None if pbuf is None or code not in _NEEDS_P else pbuf[lo:hi],
-                            xbuf[lo:hi],
-                            ybuf[lo:hi],
-                            pack.param[i0:i1],
-                            pack.la[i0:i1],
-                            pack.l1a[i0:i1],
-                            pack.weight[i0:i1],
-                            want_grad,
-                        )
-                    else:
-                        vals = _core_kernel(
-                            code,
-                            logits_s[lo:hi],
-                            logits_t[lo:hi],
-                            pack.param[i0:i1],
-                            code == _SRKL_STOP,
-                            pack.weight[i0:i1],
-                            want_grad,
-                        )
-                    values[i0:i1] = vals
-            lse[c0:c1] = z_target - s_tok[c0:c1]
-            if want_grad and dense_chunk:
-                grad_logits = logits_s  # the kernels overwrote the log-probs with ∂L/∂logits
+                t = _project(t_hidden[c0:c1], wt, bt, tbuf[:n])
+                torch.log_softmax(t, -1, out=t)
+                t_tok[c0:c1] = t.gather(1, y_ids).view(-1)
+            if not dense_chunk:
+                continue
+            assert t is not None
+            assert xbuf is not None
+            x = xbuf[:n]
+            for lo, hi, code in segs:
+                i0, i1 = c0 + lo, c0 + hi
+                if code == _NONE:
+                    x[lo:hi].zero_()  # no dense gradient on these rows
+                elif pack.kernel == "fused":
+                    assert ybuf is not None
+                    values[i0:i1] = _fused_kernel(
+                        code,
+                        s[lo:hi],
+                        t[lo:hi],
+                        x[lo:hi],
+                        ybuf[lo:hi],
+                        pack.param[i0:i1],
+                        pack.la[i0:i1],
+                        pack.l1a[i0:i1],
+                        pack.weight[i0:i1],
+                        want_grad,
+                    )
+                else:
+                    values[i0:i1] = _core_kernel(
+                        code,
+                        s[lo:hi],
+                        t[lo:hi],
+                        x[lo:hi],
+                        pack.param[i0:i1],
+                        code == _SRKL_STOP,
+                        pack.weight[i0:i1],
+                        want_grad,
+                    )
+            if want_grad:  # push ∂L/∂logits through the projection
                 if grad_h is not None:
-                    torch.mm(grad_logits, ws, out=grad_h[c0:c1])
+                    torch.mm(x, ws, out=grad_h[c0:c1])
                 if grad_w is not None:
-                    grad_w.addmm_(grad_logits.t(), s_hidden[c0:c1].to(cdt))
+                    grad_w.addmm_(x.t(), s_hidden[c0:c1].to(cdt))
                 if grad_b is not None:
-                    grad_b.add_(grad_logits.sum(0))
+                    grad_b.add_(x.sum(0))
 
         dense_loss = (values * pack.weight.view(-1)).sum()
         ctx.set_materialize_grads(False)
