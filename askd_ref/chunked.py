@@ -106,12 +106,6 @@ def _default(fn: Callable[..., Any], name: str) -> float:
 # ----------------------------------------------------------------------------------------------
 
 
-def _rowdot(a: Tensor, b: Tensor) -> Tensor:
-    """Row-wise dot products Σ_v a[i, v]·b[i, v] as an (m, 1) column, without an (m, V) temporary."""
-    out: Tensor = torch.linalg.vecdot(a, b).view(-1, 1)
-    return out
-
-
 def _fused_kernel(
     code: int,
     s: Tensor,
@@ -144,52 +138,55 @@ def _fused_kernel(
     autograd (``kernel="core"``) in ``tests/test_chunked.py``.
     """
     if code == _SKL:
-        torch.sub(s, t, out=x).add_(l1a)
+        torch.sub(s, t, out=x).add_(l1a)  # log((1−α)q/p)
         p = t.exp_()
-        torch.logaddexp(x, la, out=y)
-        value = -_rowdot(p, y)
+        torch.logaddexp(x, la, out=y)  # log(m/p)
         if want_grad:
-            x.sub_(y).exp_().mul_(-w)  # −w·r
-            c = _rowdot(p, x)  # −w·⟨p, r⟩
-            q = s.exp_()
-            x.mul_(p).addcmul_(q, c, value=-1.0)  # w·(q·⟨p, r⟩ − p ⊙ r)
+            x.sub_(y).exp_().mul_(p).mul_(-w)  # −w·p ⊙ r
+        value = -y.mul_(p).sum(-1)
+        if want_grad:
+            c = x.sum(-1, keepdim=True)  # −w·⟨p, r⟩
+            x.addcmul_(s.exp_(), c, value=-1.0)  # w·(q·⟨p, r⟩ − p ⊙ r)
     elif code in (_SRKL_FULL, _SRKL_STOP):
-        torch.sub(t, s, out=x).add_(l1a)
-        torch.logaddexp(x, la, out=y)
+        torch.sub(t, s, out=x).add_(l1a)  # log((1−α)p/q)
+        torch.logaddexp(x, la, out=y)  # log(m/q)
         q = s.exp_()
-        value = -_rowdot(q, y)
+        if want_grad and code == _SRKL_FULL:
+            torch.neg(y, out=x).exp_().mul_(a).add_(y).mul_(q)  # q ⊙ (y + α q/m)
+        y.mul_(q)
+        value = -y.sum(-1)
         if want_grad:
             if code == _SRKL_FULL:
-                torch.neg(y, out=x).exp_().mul_(a).add_(y)
+                c = x.sum(-1, keepdim=True)
+                x.addcmul_(q, c, value=-1.0).mul_(-w)  # w·q ⊙ (c − x)
             else:
-                x.copy_(y)
-            c = _rowdot(q, x)
-            x.sub_(c).mul_(q).mul_(-w)  # w·q ⊙ (c − x)
+                torch.mul(q, -value.unsqueeze(-1), out=x).sub_(y).mul_(w)  # w·q ⊙ (⟨q, y⟩ − y)
     elif code == _FKL:
-        torch.sub(t, s, out=x)
+        torch.sub(t, s, out=x)  # log(p/q)
         p = t.exp_()
-        value = _rowdot(p, x)
+        value = x.mul_(p).sum(-1)
         if want_grad:
             torch.sub(s.exp_(), p, out=x).mul_(w)
     elif code == _RKL:
-        torch.sub(s, t, out=x)
+        torch.sub(s, t, out=x)  # log(q/p)
         q = s.exp_()
-        value = _rowdot(q, x)
+        value = x.mul_(q).sum(-1)
         if want_grad:
-            x.sub_(value).mul_(q).mul_(w)
+            x.addcmul_(q, value.unsqueeze(-1), value=-1.0).mul_(w)  # w·q ⊙ (log(q/p) − RKL)
     elif code == _GJSD:
         torch.sub(t, s, out=x)  # log(p/q)
         torch.add(x, la, out=y)
         torch.logaddexp(y, l1a, out=y)  # log(M/q)
         x.sub_(y)  # log(p/M)
         p, q = t.exp_(), s.exp_()
-        yq = _rowdot(q, y)
-        value = a * _rowdot(p, x) - (1 - a) * yq
+        vp = x.mul_(p).sum(-1, keepdim=True)
+        yq = y.mul_(q).sum(-1, keepdim=True)
+        value = (a * vp - (1 - a) * yq).view(-1)
         if want_grad:
-            torch.sub(yq, y, out=x).mul_(q).mul_((1 - a) * w)
+            torch.mul(q, yq, out=x).sub_(y).mul_((1 - a) * w)  # (1−β)w·q ⊙ (⟨q, y⟩ − y)
     else:  # pragma: no cover - internal
         raise AssertionError(f"unknown divergence code {code}")
-    return value.view(-1)
+    return value
 
 
 def _core_kernel(
