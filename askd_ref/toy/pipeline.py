@@ -65,14 +65,15 @@ class ToySettings:
     n_eval: int = 1000
     """Held-out evaluation problems (greedy exact match)."""
     n_dev: int = 200
-    """Dev problems (drawn from the training pool) for the teacher's stopping rule."""
+    """Dev problems for the SFT stopping rules: drawn from the training pool and then removed
+    from it, so they measure accuracy on unseen problems."""
     teacher: ModelSize = ModelSize(48, 2, 4)
     teacher_max_steps: int = 1500
     teacher_lr: float = 2e-3
     teacher_target: float = 0.8
     """The teacher stops training once its dev accuracy reaches this (checked every
     ``teacher_check_every`` steps after ``teacher_min_steps``)."""
-    teacher_check_every: int = 50
+    teacher_check_every: int = 25
     teacher_min_steps: int = 400
     student: ModelSize = ModelSize(32, 2, 4)
     student_sft_steps: int = 1500
@@ -80,6 +81,8 @@ class ToySettings:
     student_lr: float = 3e-3
     student_target: float | None = 0.3
     """The student's SFT stops once its dev accuracy reaches this (``None``: run all steps)."""
+    student_min_steps: int = 150
+    """First step at which the student's stopping rule is checked."""
     sft_batch_size: int = 64
     n_prompts: int = 512
     """Distinct distillation prompts (from the training pool)."""
@@ -159,7 +162,9 @@ def train_teacher(
         num_heads=s.teacher.num_heads,
         seed=1000 + teacher_seed,
     )
-    dev = [p.to_prompt() for p in setup.pool.distinct(s.n_dev, seed=f"dev-{teacher_seed}")]
+    dev_problems = setup.pool.distinct(s.n_dev, seed=f"dev-{teacher_seed}")
+    dev = [p.to_prompt() for p in dev_problems]
+    train_pool = setup.pool.without(dev_problems)  # the stopping rule sees unseen problems only
     signal = ExactMatch()
 
     def reached(step: int) -> bool:
@@ -172,7 +177,7 @@ def train_teacher(
     losses = sft_train(
         model,
         setup.tokenizer,
-        problem_batches(setup.pool, s.sft_batch_size, seed=f"teacher-{teacher_seed}"),
+        problem_batches(train_pool, s.sft_batch_size, seed=f"teacher-{teacher_seed}"),
         steps=s.teacher_max_steps,
         lr=s.teacher_lr,
         device=device,
@@ -202,12 +207,14 @@ def train_student_sft(
         num_heads=s.student.num_heads,
         seed=2000 + setup.seed,
     )
-    dev = [p.to_prompt() for p in setup.pool.distinct(s.n_dev, seed=f"dev-student-{setup.seed}")]
+    dev_problems = setup.pool.distinct(s.n_dev, seed=f"dev-student-{setup.seed}")
+    dev = [p.to_prompt() for p in dev_problems]
+    train_pool = setup.pool.without(dev_problems)
     signal = ExactMatch()
     target = s.student_target
 
     def reached(step: int) -> bool:
-        if target is None or step < s.teacher_min_steps:
+        if target is None or step < s.student_min_steps:
             return False
         acc = evaluate_model(model, setup.tokenizer, dev, signal, max_new_tokens=s.max_new_tokens).accuracy
         model.train()
@@ -216,7 +223,7 @@ def train_student_sft(
     losses = sft_train(
         model,
         setup.tokenizer,
-        problem_batches(setup.pool, s.sft_batch_size, seed=f"student-{setup.seed}"),
+        problem_batches(train_pool, s.sft_batch_size, seed=f"student-{setup.seed}"),
         steps=s.student_sft_steps,
         lr=s.student_lr,
         device=device,

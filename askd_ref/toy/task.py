@@ -152,6 +152,12 @@ class ProblemPool:
     task: ToyTask
     held_out: frozenset[int]
 
+    def without(self, problems: Sequence[Problem]) -> "ProblemPool":
+        """This pool minus ``problems`` (e.g. a dev set that must stay unseen by training)."""
+        n = 10**self.task.width
+        extra = {p.a * n + p.b for p in problems}
+        return ProblemPool(self.task, self.held_out | frozenset(extra))
+
     def draw(self, n: int, *, seed: int | str) -> list[Problem]:
         """``n`` problems drawn uniformly (with replacement) from the pool; deterministic in ``seed``."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
