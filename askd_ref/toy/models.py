@@ -35,8 +35,8 @@ def tiny_llama(
 
     >>> from askd_ref.toy import build_tokenizer
     >>> m = tiny_llama(build_tokenizer(), hidden_size=16, num_layers=1, num_heads=2)
-    >>> m.config.vocab_size, sum(p.numel() for p in m.parameters())
-    (52, 3920)
+    >>> m.config.vocab_size, sum(p.numel() for p in m.parameters())  # 52·16 + 4·16² + 3·16·64 + 3·16
+    (52, 4976)
     """
     for name, value in (("hidden_size", hidden_size), ("num_layers", num_layers), ("num_heads", num_heads)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
