@@ -9,7 +9,7 @@ their output-projection weights (``lm_head``) and computes every method of
   uses) are gathered into one packed list of tokens, grouped by the divergence they need.
   Masked positions cost nothing.
 * **Chunks.** The packed tokens are projected ``chunk_size`` at a time; a chunk's logits live in
-  a few reusable ``(chunk_size, vocab)`` buffers and are discarded before the next chunk.
+  at most four reusable ``(chunk_size, vocab)`` buffers and are discarded before the next chunk.
 * **Gradient in forward** (Liger-Kernel style) for the dense, full-vocabulary terms (E15 and
   the token-level baselines): each chunk's gradient with respect to its logits is formed while
   the logits are at hand and pushed straight through the projection, into ∂L/∂hidden (the chunk's
@@ -78,11 +78,31 @@ from askd_ref.options import ASKDOptions, resolve_options
 from askd_ref.schedules import quality_gate, sgo_alpha, tgo_alpha
 from askd_ref.sequence import check_token_batch, pool
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "chunked_loss", "chunked_token_log_probs"]
+__all__ = ["CHUNK_BYTES", "MAX_CHUNK_SIZE", "chunked_loss", "chunked_token_log_probs", "default_chunk_size"]
 
-#: Default number of packed tokens projected at once. A chunk holds a few (chunk × vocab)
-#: buffers in the compute dtype: at vocab 151936 and float32, 256 tokens are 156 MB per buffer.
-DEFAULT_CHUNK_SIZE: Final[int] = 256
+#: Byte budget of one (chunk × vocab) buffer when ``chunk_size`` is not given (the chunk loop
+#: holds at most four such buffers).
+CHUNK_BYTES: Final[int] = 256 * 2**20
+#: Largest default chunk: beyond about a thousand tokens per chunk the projection matmuls gain
+#: nothing and the buffers only grow.
+MAX_CHUNK_SIZE: Final[int] = 1024
+
+
+def default_chunk_size(vocab: int, dtype: torch.dtype = torch.float32) -> int:
+    """Packed tokens per chunk when ``chunk_size`` is ``None``.
+
+    The largest power of two ≤ :data:`MAX_CHUNK_SIZE` whose ``(chunk, vocab)`` buffer in the
+    compute ``dtype`` fits :data:`CHUNK_BYTES` (at least 16 tokens).
+
+    >>> default_chunk_size(32768), default_chunk_size(151936), default_chunk_size(262144)
+    (1024, 256, 256)
+    """
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    chunk = MAX_CHUNK_SIZE
+    while chunk > 16 and chunk * vocab * itemsize > CHUNK_BYTES:
+        chunk //= 2
+    return chunk
+
 
 Kernel: TypeAlias = Literal["fused", "core"]
 
@@ -486,8 +506,10 @@ def _check_mask(mask: object) -> tuple[int, int]:
 
 
 def _check_chunk(chunk_size: object, kernel: object) -> None:
+    if chunk_size is None:
+        return
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
     if kernel not in ("fused", "core"):
         raise ValueError(f"kernel must be 'fused' or 'core', got {kernel!r}")
 
@@ -620,7 +642,7 @@ def chunked_loss(
     options: ASKDOptions | None = None,
     num_tgo: int | None = None,
     num_sgo: int | None = None,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_size: int | None = None,
     student_bias: Float[Tensor, " vocab"] | None = None,
     teacher_bias: Float[Tensor, " vocab"] | None = None,
     kernel: Kernel = "fused",
@@ -630,7 +652,7 @@ def chunked_loss(
     Equal in value and gradient (within :mod:`askd_ref.tolerances`) to
     ``compute_loss(method, DistillBatch(...))`` with full log-probs
     ``log_softmax(hidden @ weightᵀ + bias)``, but never materialises (tokens × vocab) logits for
-    the whole batch: the peak extra memory is a few ``(chunk_size, vocab)`` buffers, the saved
+    the whole batch: the peak extra memory is four ``(chunk_size, vocab)`` buffers, the saved
     ``(tokens, hidden)`` and ``(vocab, hidden)`` gradients and the packed hidden states.
 
     * Sequence-level terms (``askd`` E11–E13, ``seqkd``, the SGO term of ``advantage_kd``) are
@@ -662,7 +684,7 @@ def chunked_loss(
         num_tgo: global TGO count (gradient accumulation / data parallel); default local.
         num_sgo: global SGO count; default local.
         chunk_size: packed tokens per projection chunk (any positive int; values and gradients
-            do not depend on it beyond rounding).
+            do not depend on it beyond rounding); ``None``: :func:`default_chunk_size`.
         student_bias: optional ``(vocab,)`` output bias of the student.
         teacher_bias: optional ``(vocab,)`` output bias of the teacher.
         kernel: ``"fused"`` (closed-form logit gradients, default) or ``"core"`` (the library's
@@ -751,7 +773,7 @@ def chunked_loss(
         l1a=l1a,
         weight=weight.view(-1, 1),
         teacher_tokens=plan.teacher_tokens,
-        chunk_size=chunk_size,
+        chunk_size=default_chunk_size(ws.shape[0], cdt) if chunk_size is None else chunk_size,
         kernel=kernel,
         want_grad=want_grad,
         cdt=cdt,
@@ -814,7 +836,7 @@ def chunked_token_log_probs(
     mask: Bool[Tensor, "batch seq"],
     *,
     bias: Float[Tensor, " vocab"] | None = None,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_size: int | None = None,
 ) -> Float[Tensor, "batch seq"]:
     r"""Token log-probs log softmax(hidden·Wᵀ + b)[target] without (tokens × vocab) logits.
 
@@ -830,7 +852,7 @@ def chunked_token_log_probs(
         target_ids: integer ``(batch, seq)``.
         mask: bool ``(batch, seq)``; only True positions are computed.
         bias: optional ``(vocab,)``.
-        chunk_size: tokens per projection chunk.
+        chunk_size: tokens per projection chunk; ``None``: :func:`default_chunk_size`.
 
     Returns:
         ``(batch, seq)`` log-probs, 0 at masked-out positions; float32 for half inputs.
@@ -863,7 +885,7 @@ def chunked_token_log_probs(
         l1a=torch.zeros(n, 1, dtype=cdt, device=mask.device),
         weight=torch.zeros(n, 1, dtype=cdt, device=mask.device),
         teacher_tokens=False,
-        chunk_size=chunk_size,
+        chunk_size=default_chunk_size(w.shape[0], cdt) if chunk_size is None else chunk_size,
         kernel="fused",
         want_grad=False,
         cdt=cdt,

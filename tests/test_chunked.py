@@ -382,8 +382,8 @@ def _bad(**changes: Any) -> dict[str, Any]:
     ("method", "kwargs", "error", "match"),
     [
         ("nope", {}, ValueError, "method must be one of"),
-        ("kd", {"chunk_size": 0}, ValueError, "chunk_size must be a positive int"),
-        ("kd", {"chunk_size": True}, ValueError, "chunk_size must be a positive int"),
+        ("kd", {"chunk_size": 0}, ValueError, "chunk_size must be a positive int or None"),
+        ("kd", {"chunk_size": True}, ValueError, "chunk_size must be a positive int or None"),
         ("kd", {"kernel": "triton"}, ValueError, "kernel must be"),
         (
             "kd",

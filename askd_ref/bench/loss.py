@@ -18,11 +18,12 @@ row pays for the same matmuls and the ratios compare whole loss computations:
 ``askd_seq_chunked`` extra row: sequence-level ASKD (E11–E13) on chunked token log-probs
 ==================== ===========================================================================
 
-Time is the median of ``repeats`` forward + backward passes, all implementations of one
-configuration interleaved in one worker process. Peak memory is the peak RSS (``ru_maxrss``) of
-a fresh subprocess per implementation on CPU — every such process imports the same modules and
-builds the same inputs, so the interpreter and the inputs are a common baseline — and
-``torch.cuda.max_memory_allocated`` on GPU.
+Each (configuration, implementation) runs in a fresh worker process that imports the same
+modules (so the interpreter, torch, TRL and the seeded inputs are a common baseline), runs a
+small warm-up, then ``repeats`` forward + backward passes on the full-size inputs. Time is the
+median of those passes. Peak memory is that process's peak RSS (``VmHWM``) after the first
+pass on CPU, ``torch.cuda.max_memory_allocated`` on GPU. The implementations of one
+configuration run one after another in the same ``askd bench loss`` run, on identical inputs.
 """
 
 import argparse
@@ -34,6 +35,7 @@ import math
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -144,7 +146,7 @@ def make_inputs(cfg: BenchConfig) -> Inputs:
 
 
 def _chunked(x: Inputs, method: str) -> Tensor:
-    from askd_ref.chunked import DEFAULT_CHUNK_SIZE, chunked_loss
+    from askd_ref.chunked import chunked_loss
 
     shape = (x.rows, x.cfg.seq_len, x.cfg.hidden)
     out = chunked_loss(
@@ -157,7 +159,7 @@ def _chunked(x: Inputs, method: str) -> Tensor:
         mask=x.mask,
         is_tgo=x.is_tgo,
         quality=x.quality,
-        chunk_size=x.cfg.chunk_size or DEFAULT_CHUNK_SIZE,
+        chunk_size=x.cfg.chunk_size,
     )
     torch.autograd.backward(out.loss)
     return out.loss.detach()
@@ -295,71 +297,53 @@ def _import_all() -> None:
 # ----------------------------------------------------------------------------------------------
 
 
-def _rss_mb() -> float:
+def _status_mb(field: str) -> float:
+    """A memory field of /proc/self/status (``VmRSS``: now, ``VmHWM``: peak RSS), in MiB."""
     with open("/proc/self/status", encoding="ascii") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
-    return math.nan  # pragma: no cover - non-Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # pragma: no cover - non-Linux
 
 
-def worker_memory(cfg: BenchConfig, impl: str) -> dict[str, float]:
-    """Peak memory of one forward + backward of ``impl`` in this (fresh) process."""
-    _import_all()
-    x = make_inputs(cfg)
-    if cfg.device.startswith("cuda"):
-        torch.cuda.synchronize()
-        base = torch.cuda.memory_allocated() / 2**20
-        torch.cuda.reset_peak_memory_stats()
-        STEPS[impl](x)
-        torch.cuda.synchronize()
-        return {"peak_mb": torch.cuda.max_memory_allocated() / 2**20, "base_mb": base}
-    base = _rss_mb()
-    STEPS[impl](x)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    return {"peak_mb": peak, "base_mb": base}
-
-
-def worker_time(cfg: BenchConfig, impls: Sequence[str], repeats: int) -> dict[str, list[float]]:
-    """Forward + backward times of every implementation, interleaved, in this process."""
+def worker_run(cfg: BenchConfig, impl: str, repeats: int) -> dict[str, Any]:
+    """In this (fresh) process: peak memory of the first pass and the times of ``repeats`` passes."""
     _import_all()
     small = dataclasses.replace(cfg, tokens=cfg.seq_len, vocab=min(cfg.vocab, 1024))
     warm = make_inputs(small)
-    for impl in impls:  # first-call initialisation (kernels, thread pools), not timed
-        STEPS[impl](warm)
-        _clear(warm)
+    STEPS[impl](warm)  # first-call initialisation (kernels, thread pools), not measured
     del warm
+    gc.collect()
+    cuda = cfg.device.startswith("cuda")
     x = make_inputs(cfg)
-    times: dict[str, list[float]] = {impl: [] for impl in impls}
-    for r in range(repeats):
-        order = list(impls[r % len(impls) :]) + list(impls[: r % len(impls)])  # rotate the order
-        for impl in order:
-            _clear(x)
-            _sync(cfg.device)
-            t0 = time.perf_counter()
-            STEPS[impl](x)
-            _sync(cfg.device)
-            times[impl].append(time.perf_counter() - t0)
-    return times
+    if cuda:
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated() / 2**20
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        base = _status_mb("VmRSS")
+    times: list[float] = []
+    peak = math.nan
+    for i in range(repeats):
+        _clear(x)
+        _sync(cfg.device)
+        t0 = time.perf_counter()
+        STEPS[impl](x)
+        _sync(cfg.device)
+        times.append(time.perf_counter() - t0)
+        if i == 0:  # peak RSS of this process, or peak allocated GPU memory
+            peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else _status_mb("VmHWM")
+    return {"times_s": times, "peak_mb": peak, "base_mb": base}
 
 
 def _worker_main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m askd_ref.bench.loss")
-    parser.add_argument("--worker", choices=["time", "memory"], required=True)
     parser.add_argument("--config", required=True, help="BenchConfig as JSON")
-    parser.add_argument("--impls", required=True, help="comma-separated implementations")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--impl", required=True, choices=sorted(STEPS))
+    parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args(argv)
     cfg = BenchConfig(**json.loads(args.config))
-    impls = args.impls.split(",")
-    unknown = [i for i in impls if i not in STEPS]
-    if unknown:
-        parser.error(f"unknown implementations {unknown}; choose from {sorted(STEPS)}")
-    if args.worker == "memory":
-        (impl,) = impls
-        result: Any = worker_memory(cfg, impl)
-    else:
-        result = worker_time(cfg, impls, args.repeats)
+    result = worker_run(cfg, args.impl, args.repeats)
     print(json.dumps(result))
     return 0
 
@@ -369,17 +353,15 @@ def _worker_main(argv: Sequence[str]) -> int:
 # ----------------------------------------------------------------------------------------------
 
 
-def _spawn(worker: str, cfg: BenchConfig, impls: Sequence[str], repeats: int, timeout: float) -> Any:
+def _spawn(cfg: BenchConfig, impl: str, repeats: int, timeout: float) -> dict[str, Any]:
     cmd = [
         sys.executable,
         "-m",
         "askd_ref.bench.loss",
-        "--worker",
-        worker,
         "--config",
         json.dumps(dataclasses.asdict(cfg)),
-        "--impls",
-        ",".join(impls),
+        "--impl",
+        impl,
         "--repeats",
         str(repeats),
     ]
@@ -387,10 +369,11 @@ def _spawn(worker: str, cfg: BenchConfig, impls: Sequence[str], repeats: int, ti
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
     if proc.returncode != 0:
         raise RuntimeError(
-            f"benchmark worker {worker} {','.join(impls)} at {cfg.tokens}x{cfg.vocab} failed with exit "
-            f"code {proc.returncode}:\n{proc.stderr[-3000:]}"
+            f"benchmark worker {impl} at {cfg.tokens}x{cfg.vocab} failed with exit code "
+            f"{proc.returncode}:\n{proc.stderr[-3000:]}"
         )
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
 
 
 def _available_mb() -> float:
@@ -470,32 +453,39 @@ def _markdown(records: Sequence[dict[str, Any]], skipped: Sequence[dict[str, Any
 
 
 def _plot(records: Sequence[dict[str, Any]], path: Path, title: str) -> None:
+    """Bars per implementation: one column per configuration, time on top, peak memory below."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     keys = sorted({(r["tokens"], r["vocab"]) for r in records})
-    impls = [i for i in (*IMPLS, *EXTRA_IMPLS) if any(r["impl"] == i for r in records)]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
-    width = 0.8 / max(1, len(impls))
-    for ax, quantity, label in (
-        (axes[0], "time_s", "forward + backward time (s, median)"),
-        (axes[1], "peak_mb", "peak memory (MB)"),
-    ):
-        for j, impl in enumerate(impls):
-            xs, ys = [], []
-            for k, key in enumerate(keys):
-                match = [r for r in records if (r["tokens"], r["vocab"]) == key and r["impl"] == impl]
-                if match:
-                    xs.append(k + (j - (len(impls) - 1) / 2) * width)
-                    ys.append(match[0][quantity])
-            ax.bar(xs, ys, width=width, label=impl)
-        ax.set_xticks(range(len(keys)), [f"{t} tok\nV={v}" for t, v in keys])
-        ax.set_ylabel(label)
-        ax.set_yscale("log")
-        ax.grid(axis="y", alpha=0.3)
-    axes[0].legend(fontsize=8)
+    order = [i for i in (*IMPLS, *EXTRA_IMPLS) if any(r["impl"] == i for r in records)]
+    colours = {impl: f"C{k}" for k, impl in enumerate(order)}
+    fig, axes = plt.subplots(2, len(keys), figsize=(3.6 * len(keys) + 1.0, 6.4), squeeze=False)
+    quantities = (("time_s", "forward + backward (s)", "{:.1f}"), ("peak_mb", "peak memory (MB)", "{:.0f}"))
+    for col, key in enumerate(keys):
+        rows = {r["impl"]: r for r in records if (r["tokens"], r["vocab"]) == key}
+        names = [i for i in order if i in rows]
+        for row, (quantity, label, fmt) in enumerate(quantities):
+            ax = axes[row][col]
+            values = [rows[i][quantity] for i in names]
+            bars = ax.bar(range(len(names)), values, color=[colours[i] for i in names])
+            for bar, value in zip(bars, values, strict=True):
+                ax.annotate(
+                    fmt.format(value),
+                    (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                    ha="center",
+                    va="bottom",
+                    fontsize=7,
+                )
+            ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=7)
+            ax.margins(y=0.15)
+            ax.grid(axis="y", alpha=0.3)
+            if col == 0:
+                ax.set_ylabel(label)
+            if row == 0:
+                ax.set_title(f"{key[0]} tokens, vocab {key[1]}", fontsize=9)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     from askd_ref.io import atomic_open
@@ -509,6 +499,9 @@ def run_loss_bench(
     out_dir: Path,
     *,
     quick: bool = False,
+    sizes: Sequence[tuple[int, int]] | None = None,
+    hidden: int = 512,
+    seq_len: int = 512,
     device: str = "cpu",
     dtype: str = "float32",
     repeats: int | None = None,
@@ -516,11 +509,12 @@ def run_loss_bench(
     extras: bool = True,
     progress: bool = True,
     memory_fraction: float = 0.7,
-    worker_timeout: float = 3600.0,
+    worker_timeout: float = 5400.0,
 ) -> list[dict[str, Any]]:
     """Run the benchmark and write ``loss-bench.json`` (+ details, table and plot) into ``out_dir``.
 
-    Configurations run smallest first; an implementation whose predicted peak memory (its
+    ``sizes`` are (tokens, vocab) pairs (default: the quick or the full set). Configurations run
+    smallest first; an implementation whose predicted peak memory (its
     measured peak at the largest size run so far, scaled by tokens × vocab) exceeds
     ``memory_fraction`` of the memory available now is not run, and the details file says so.
     """
@@ -530,8 +524,9 @@ def run_loss_bench(
 
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("device 'cuda' requested but torch.cuda.is_available() is False")
-    sizes = QUICK_SIZES if quick else FULL_SIZES
-    reps = repeats if repeats is not None else (3 if quick else 5)
+    if sizes is None:
+        sizes = QUICK_SIZES if quick else FULL_SIZES
+    reps = repeats if repeats is not None else (1 if quick else 3)
     if reps < 1:
         raise ValueError(f"repeats must be >= 1, got {reps}")
     impls = list(IMPLS) + (list(EXTRA_IMPLS) if extras else [])
@@ -540,59 +535,45 @@ def run_loss_bench(
     skipped: list[dict[str, Any]] = []
     details: dict[str, Any] = {"configs": [], "repeats": reps, "environment": _environment(device)}
     seen: dict[str, tuple[int, float, float]] = {}  # impl → (tokens·vocab, peak_mb, base_mb)
-    total = len(sizes) * (len(impls) + 1)
-    with tqdm(total=total, desc="askd bench loss", unit="run", disable=not progress) as bar:
+    with tqdm(total=len(sizes) * len(impls), desc="askd bench loss", unit="run", disable=not progress) as bar:
         for tokens, vocab in sorted(sizes, key=lambda s: s[0] * s[1]):
-            cfg = BenchConfig(tokens=tokens, vocab=vocab, dtype=dtype, device=device, chunk_size=chunk_size)
-            budget = _available_mb() * memory_fraction if device == "cpu" else math.inf
-            run_impls, memory = [], {}
+            cfg = BenchConfig(
+                tokens=tokens,
+                vocab=vocab,
+                hidden=hidden,
+                seq_len=seq_len,
+                dtype=dtype,
+                device=device,
+                chunk_size=chunk_size,
+            )
+            results: dict[str, dict[str, Any]] = {}
             for impl in impls:
-                bar.set_postfix_str(f"{tokens}x{vocab} {impl} memory")
+                bar.set_postfix_str(f"{tokens}x{vocab} {impl}")
+                budget = _available_mb() * memory_fraction if device == "cpu" else math.inf
                 if impl in seen:
                     size0, peak0, base0 = seen[impl]
                     predicted = base0 + (peak0 - base0) * tokens * vocab / size0
                     if predicted > budget:
-                        skipped.append(
-                            {
-                                "tokens": tokens,
-                                "vocab": vocab,
-                                "impl": impl,
-                                "reason": f"predicted peak {predicted / 1024:.1f} GiB "
-                                f"> {budget / 1024:.1f} GiB",
-                            }
-                        )
+                        reason = f"predicted peak {predicted / 1024:.1f} GiB > {budget / 1024:.1f} GiB"
+                        skipped.append({"tokens": tokens, "vocab": vocab, "impl": impl, "reason": reason})
                         bar.update(1)
                         continue
-                memory[impl] = _spawn("memory", cfg, [impl], 1, worker_timeout)
-                seen[impl] = (tokens * vocab, memory[impl]["peak_mb"], memory[impl]["base_mb"])
-                run_impls.append(impl)
-                bar.update(1)
-            bar.set_postfix_str(f"{tokens}x{vocab} timing")
-            times = _spawn("time", cfg, run_impls, reps, worker_timeout) if run_impls else {}
-            bar.update(1)
-            for impl in run_impls:
-                ts = sorted(times[impl])
+                result = _spawn(cfg, impl, reps, worker_timeout)
+                results[impl] = result
+                seen[impl] = (tokens * vocab, result["peak_mb"], result["base_mb"])
                 records.append(
                     {
                         "tokens": tokens,
                         "hidden": cfg.hidden,
                         "vocab": vocab,
                         "impl": impl,
-                        "time_s": ts[len(ts) // 2]
-                        if len(ts) % 2
-                        else (ts[len(ts) // 2 - 1] + ts[len(ts) // 2]) / 2,
-                        "peak_mb": memory[impl]["peak_mb"],
+                        "time_s": statistics.median(result["times_s"]),
+                        "peak_mb": result["peak_mb"],
                         "device": device_name,
                     }
                 )
-            details["configs"].append(
-                {
-                    "config": dataclasses.asdict(cfg),
-                    "times_s": times,
-                    "memory": memory,
-                    "memory_budget_mb": budget,
-                }
-            )
+                bar.update(1)
+            details["configs"].append({"config": dataclasses.asdict(cfg), "results": results})
     details["skipped"] = skipped
     details["ratios"] = ratios(records)
     details["targets_4096x32768"] = check_targets(records)
@@ -600,7 +581,7 @@ def run_loss_bench(
     atomic_write_json(out_dir / "loss-bench.json", records)
     atomic_write_json(out_dir / "loss-bench-details.json", details)
     atomic_write_text(out_dir / "loss-bench.md", _markdown(records, skipped))
-    _plot(records, out_dir / "loss-bench.png", f"askd bench loss on {device_name} ({dtype}, hidden 512)")
+    _plot(records, out_dir / "loss-bench.png", f"askd bench loss on {device_name} ({dtype}, hidden {hidden})")
     return records
 
 

@@ -26,12 +26,27 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--out", type=Path, required=True, help="output directory")
-    parser.add_argument("--quick", action="store_true", help="4096 tokens and vocab 32768 only")
+    parser.add_argument(
+        "--quick", action="store_true", help="4096 tokens, vocab 32768, one timed pass, no extra rows"
+    )
+    parser.add_argument(
+        "--sizes",
+        default=None,
+        help="comma-separated TOKENSxVOCAB configurations instead of the default set, e.g. 8192x128256",
+    )
+    parser.add_argument("--hidden", type=int, default=512, help="hidden size of both models (default 512)")
+    parser.add_argument("--seq-len", type=int, default=512, help="tokens per sequence (default 512)")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
-    parser.add_argument("--repeats", type=int, default=None, help="timed repeats (default 3 quick, 5 full)")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="timed passes per implementation (default 1 quick, 3 full)"
+    )
     parser.add_argument("--chunk-size", type=int, default=None, help="chunk size of askd_chunked")
-    parser.add_argument("--no-extras", action="store_true", help="skip the extra askd_seq_chunked row")
+    parser.add_argument(
+        "--no-extras",
+        action="store_true",
+        help="skip the extra askd_seq_chunked row (always skipped by --quick)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -41,14 +56,18 @@ def run(args: argparse.Namespace) -> int:
     from askd_ref.bench.loss import check_targets, run_loss_bench
 
     try:
+        sizes = None if args.sizes is None else _parse_sizes(args.sizes)
         records = run_loss_bench(
             args.out,
             quick=args.quick,
+            sizes=sizes,
+            hidden=args.hidden,
+            seq_len=args.seq_len,
             device=args.device,
             dtype=args.dtype,
             repeats=args.repeats,
             chunk_size=args.chunk_size,
-            extras=not args.no_extras,
+            extras=not (args.no_extras or args.quick),
             progress=not args.quiet,
         )
     except ValueError as exc:
@@ -61,3 +80,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"{check['quantity']:8s} {check['ratio']:32s} {check['value']:.3f} (bound {bound}): {verdict}")
     print(f"wrote {args.out / 'loss-bench.json'} and {args.out / 'loss-bench.png'}")
     return 0
+
+
+def _parse_sizes(text: str) -> list[tuple[int, int]]:
+    sizes = []
+    for item in text.split(","):
+        tokens, sep, vocab = item.strip().lower().partition("x")
+        if not sep or not tokens.isdigit() or not vocab.isdigit():
+            raise ValueError(f"--sizes: expected TOKENSxVOCAB items such as 4096x32768, got {item!r}")
+        sizes.append((int(tokens), int(vocab)))
+    return sizes

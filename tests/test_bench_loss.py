@@ -1,0 +1,159 @@
+"""The loss benchmark: its peer implementations compute what they claim, and its outputs."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from askd_ref import DistillBatch, compute_loss
+from askd_ref.bench import loss as bench
+from askd_ref.cli import main
+from askd_ref.commands.bench_loss import _parse_sizes
+from askd_ref.tolerances import assert_close, tolerance
+
+F64 = tolerance(torch.float64)
+F64_GRAD = tolerance(torch.float64, "grad")
+
+
+def _logits(rows: int = 4, seq: int = 6, vocab: int = 11, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    zs = torch.randn(rows, seq, vocab, generator=g, dtype=torch.float64, requires_grad=True)
+    zt = 2.0 * torch.randn(rows, seq, vocab, generator=g, dtype=torch.float64)
+    return zs, zt
+
+
+def _library(
+    method: str, zs: torch.Tensor, zt: torch.Tensor, mask: torch.Tensor, is_tgo: torch.Tensor
+) -> torch.Tensor:
+    batch = DistillBatch(
+        mask=mask,
+        is_tgo=is_tgo,
+        student_logp=torch.log_softmax(zs, -1),
+        teacher_logp=torch.log_softmax(zt, -1),
+    )
+    return compute_loss(method, batch).loss
+
+
+def test_distillm2_naive_equals_the_library_distillm2_baseline() -> None:
+    """Two independent formulations of DistiLLM-2's loss: the stacked full-logit one and ours."""
+    zs, zt = _logits()
+    mask = torch.ones(4, 6, dtype=torch.bool)
+    mask[1, 4:] = False
+    mask[2, :2] = False
+    is_tgo = torch.tensor([True, False, True, False])
+    naive = bench.distillm2_naive_loss(zs, zt, mask, is_tgo)
+    (g_naive,) = torch.autograd.grad(naive, zs)
+    ours = _library("distillm2", zs, zt, mask, is_tgo)
+    (g_ours,) = torch.autograd.grad(ours, zs)
+    assert_close(naive, ours, F64, what="distillm2 value")
+    assert_close(g_naive, g_ours, F64_GRAD, what="distillm2 gradient")
+
+
+def test_trl_gkd_equals_the_library_gkd_baseline_on_equal_lengths() -> None:
+    """TRL's token mean equals our per-sample token mean when every row has the same length."""
+    zs, zt = _logits(seed=1)
+    labels = torch.randint(0, 11, (4, 6))
+    trl_loss = bench._trl_generalized_jsd()(zs, zt, labels=labels, beta=0.5)
+    (g_trl,) = torch.autograd.grad(trl_loss, zs)
+    ours = _library(
+        "gkd", zs, zt, torch.ones(4, 6, dtype=torch.bool), torch.tensor([True, False, True, False])
+    )
+    (g_ours,) = torch.autograd.grad(ours, zs)
+    assert_close(trl_loss, ours, F64, what="GJSD value")
+    assert_close(g_trl, g_ours, F64_GRAD, what="GJSD gradient")
+
+
+TINY = bench.BenchConfig(tokens=64, vocab=97, hidden=8, seq_len=16)
+
+
+@pytest.mark.parametrize("impl", sorted(bench.STEPS))
+def test_every_implementation_runs_forward_and_backward(impl: str) -> None:
+    x = bench.make_inputs(TINY)
+    loss = bench.STEPS[impl](x)
+    assert bool(torch.isfinite(loss))
+    assert x.hs.grad is not None
+    assert x.hs.grad.shape == x.hs.shape
+    assert x.ws.grad is not None
+    assert x.ws.grad.shape == x.ws.shape
+    assert bool(x.ws.grad.abs().sum() > 0)
+
+
+def test_chunked_and_full_askd_rows_compute_the_same_loss() -> None:
+    a = bench.make_inputs(TINY)
+    b = bench.make_inputs(TINY)
+    la, lb = bench.STEPS["askd_chunked"](a), bench.STEPS["askd_full"](b)
+    assert_close(la, lb, tolerance(torch.float32), what="askd-dense loss")
+    assert a.hs.grad is not None
+    assert b.hs.grad is not None
+    assert_close(a.hs.grad, b.hs.grad, tolerance(torch.float32, "grad"), what="hidden gradient")
+
+
+def test_worker_reports_every_pass_and_the_peak() -> None:
+    result = bench.worker_run(TINY, "floor", 2)
+    assert len(result["times_s"]) == 2
+    assert all(t > 0 for t in result["times_s"])
+    assert result["peak_mb"] >= result["base_mb"] > 0
+
+
+def _record(
+    impl: str, time_s: float, peak_mb: float, tokens: int = 4096, vocab: int = 32768
+) -> dict[str, object]:
+    return {
+        "tokens": tokens,
+        "hidden": 512,
+        "vocab": vocab,
+        "impl": impl,
+        "time_s": time_s,
+        "peak_mb": peak_mb,
+        "device": "cpu",
+    }
+
+
+def test_ratios_and_acceptance_checks() -> None:
+    records = [
+        _record("askd_chunked", 6.0, 1000.0),
+        _record("askd_full", 20.0, 8000.0),
+        _record("distillm2_naive", 15.0, 5000.0),
+        _record("trl_gkd", 5.0, 3000.0),
+        _record("floor", 4.0, 1500.0),
+    ]
+    r = bench.ratios(records)["4096x32768"]
+    assert r["time a/floor"] == pytest.approx(1.5)
+    assert r["memory a/distillm2_naive"] == pytest.approx(0.2)
+    checks = {(c["quantity"], c["ratio"]): c for c in bench.check_targets(records)}
+    assert len(checks) == len(bench.TARGETS)
+    assert checks[("peak_mb", "askd_chunked/distillm2_naive")]["met"]
+    assert not checks[("peak_mb", "askd_chunked/trl_gkd")]["met"]  # 1000/3000 > 0.25
+    assert not checks[("time_s", "askd_chunked/trl_gkd")]["met"]  # 6/5 > 1.0
+    assert checks[("time_s", "askd_chunked/floor")]["met"]  # 1.5 ≤ 1.6
+    table = bench._markdown(
+        records, [{"tokens": 4096, "vocab": 151936, "impl": "trl_gkd", "reason": "too big"}]
+    )
+    assert "| 4096 | 32768 | floor | 4.00 | 1500 | 1.50 | 0.67 |" in table
+    assert "not run: too big" in table
+
+
+def test_parse_sizes() -> None:
+    assert _parse_sizes("1024x32768, 8192X128256") == [(1024, 32768), (8192, 128256)]
+    with pytest.raises(ValueError, match="TOKENSxVOCAB"):
+        _parse_sizes("1024*32768")
+
+
+@pytest.mark.slow
+def test_cli_writes_records_table_and_plot(tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    argv = ["bench", "loss", "--out", str(out), "--sizes", "64x97", "--hidden", "8", "--seq-len", "16"]
+    code = main([*argv, "--repeats", "1", "--quiet", "--no-extras"])
+    assert code == 0
+    records = json.loads((out / "loss-bench.json").read_text())
+    assert [r["impl"] for r in records] == list(bench.IMPLS)
+    for r in records:
+        assert set(r) == {"tokens", "hidden", "vocab", "impl", "time_s", "peak_mb", "device"}
+        assert (r["tokens"], r["hidden"], r["vocab"]) == (64, 8, 97)
+        assert r["time_s"] > 0
+        assert r["peak_mb"] > 0
+    details = json.loads((out / "loss-bench-details.json").read_text())
+    assert details["environment"]["trl"]
+    assert (out / "loss-bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "askd_chunked" in (out / "loss-bench.md").read_text()
