@@ -238,7 +238,7 @@ def plot_results(results: dict[str, Any], path: str | os.PathLike[str]) -> None:
     ax2.set_ylabel("accuracy of sampled outputs (T = 1)")
     ax2.set_title("On-policy student samples during distillation")
     ax2.set_ylim(0, 1)
-    ax2.legend(loc="lower right")
+    ax2.legend(loc="upper right")
     fig.tight_layout()
     with atomic_open(path, "wb", encoding=None) as f:
         fig.savefig(f, format="png", dpi=110)
