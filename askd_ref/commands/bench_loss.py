@@ -27,7 +27,7 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     )
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     parser.add_argument(
-        "--quick", action="store_true", help="4096 tokens, vocab 32768, one timed pass, no extra rows"
+        "--quick", action="store_true", help="4096 tokens and vocab 32768 only, fewer passes, no extra rows"
     )
     parser.add_argument(
         "--sizes",
@@ -39,7 +39,10 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     parser.add_argument(
-        "--repeats", type=int, default=None, help="timed passes per implementation (default 1 quick, 3 full)"
+        "--repeats",
+        type=int,
+        default=None,
+        help="timed passes per implementation (default 3; --quick: 3 for askd_chunked and floor, else 1)",
     )
     parser.add_argument("--chunk-size", type=int, default=None, help="chunk size of askd_chunked")
     parser.add_argument(
