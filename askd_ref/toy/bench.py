@@ -164,20 +164,41 @@ def run_bench(
         raise ValueError("the benchmark compares ASKD against the baselines; methods must include 'askd'")
     variants = [*main_variants(methods), *sweep]
     t0 = time.perf_counter()
+    settings_file = runs_dir / "settings.json"
+    fingerprint = json.loads(json.dumps(dataclasses.asdict(s)))
+    if settings_file.exists():
+        if json.loads(settings_file.read_text(encoding="utf-8")) != fingerprint:
+            raise ValueError(
+                f"{runs_dir} holds runs made with other settings; use a new --out directory"
+            )
+    else:
+        atomic_write_json(settings_file, fingerprint)
+    teacher_file = runs_dir / "teacher.json"
     teacher_setup = make_setup(s, seed=0, split_seed=0)
-    echo(f"teacher: training once (d={s.teacher.hidden_size}, L={s.teacher.num_layers})")
-    train_teacher(teacher_setup, teacher_seed=0, device=device, dtype=dtype, progress=progress)
-    assert teacher_setup.teacher_eval is not None
-    echo(
-        f"teacher: {teacher_setup.teacher_steps} steps, "
-        f"held-out accuracy {teacher_setup.teacher_eval.accuracy:.3f}"
-    )
+
+    def need_teacher() -> None:
+        if teacher_setup.teacher is not None:
+            return
+        echo(f"teacher: training once (d={s.teacher.hidden_size}, L={s.teacher.num_layers})")
+        train_teacher(teacher_setup, teacher_seed=0, device=device, dtype=dtype, progress=progress)
+        assert teacher_setup.teacher_eval is not None
+        atomic_write_json(
+            teacher_file,
+            {"accuracy": teacher_setup.teacher_eval.accuracy, "steps": teacher_setup.teacher_steps},
+        )
+        echo(
+            f"teacher: {teacher_setup.teacher_steps} steps, "
+            f"held-out accuracy {teacher_setup.teacher_eval.accuracy:.3f}"
+        )
+
     records: list[dict[str, Any]] = []
     starts: dict[int, dict[str, Any]] = {}
     for seed in seeds:
         pending = [v for v in variants if not (runs_dir / f"seed{seed}-{v.key()}.json").exists()]
         start_file = runs_dir / f"seed{seed}-start.json"
         if pending or not start_file.exists():
+            need_teacher()
+            assert teacher_setup.teacher_eval is not None
             setup = make_setup(s, seed=seed, split_seed=0)
             setup.teacher, setup.teacher_eval = teacher_setup.teacher, teacher_setup.teacher_eval
             setup.teacher_steps = teacher_setup.teacher_steps
@@ -205,9 +226,12 @@ def run_bench(
         starts[seed] = json.loads(start_file.read_text(encoding="utf-8"))
         for v in variants:
             records.append(json.loads((runs_dir / f"seed{seed}-{v.key()}.json").read_text(encoding="utf-8")))
+    if not teacher_file.exists():
+        need_teacher()
+    teacher_info = json.loads(teacher_file.read_text(encoding="utf-8"))
     summary = summarise(records, starts, [v.name for v in main_variants(methods)], [v.name for v in sweep])
-    summary["teacher_accuracy"] = teacher_setup.teacher_eval.accuracy
-    summary["teacher_steps"] = teacher_setup.teacher_steps
+    summary["teacher_accuracy"] = teacher_info["accuracy"]
+    summary["teacher_steps"] = teacher_info["steps"]
     summary["settings"] = dataclasses.asdict(s)
     summary["seeds"] = list(seeds)
     summary["variants"] = [dataclasses.asdict(v) for v in variants]
@@ -321,8 +345,9 @@ def plot_bench(summary: Mapping[str, Any], path: str | os.PathLike[str]) -> None
 
     table = summary["table"]
     main, sweep = summary["main"], summary["sweep"]
-    height = max(4.0, 0.32 * (len(sweep) + 2))
-    fig, axes = plt.subplots(1, 2 if sweep else 1, figsize=(13 if sweep else 7, height), squeeze=False)
+    height = max(4.5, 0.32 * (len(sweep) + 2))
+    ncols = 3 if sweep else 2
+    fig, axes = plt.subplots(1, ncols, figsize=(6.5 * ncols, height), squeeze=False)
     ax = axes[0][0]
     xs = range(len(main))
     means = [table[m]["mean"] for m in main]
@@ -348,8 +373,23 @@ def plot_bench(summary: Mapping[str, Any], path: str | os.PathLike[str]) -> None
     )
     ax.set_title("Every method, equal budgets")
     ax.legend(loc="lower right", fontsize=8)
+    axd = axes[0][1]
+    others = [m for m in main if m != "askd"]
+    comp = summary["comparisons_askd_minus"]
+    for i, m in enumerate(others):
+        diffs = [a - b for a, b in zip(table["askd"]["per_seed"], table[m]["per_seed"], strict=True)]
+        axd.plot(diffs, [i] * len(diffs), "o", color="#1f77b4", markersize=5)
+        lo, hi = comp[m]["ci95"]
+        axd.plot([lo, hi], [i, i], color="#555555", linewidth=1)
+        axd.plot([comp[m]["mean_difference"]], [i], "|", color="k", markersize=12)
+    axd.axvline(0.0, color="#d62728", linewidth=1)
+    axd.set_yticks(range(len(others)))
+    axd.set_yticklabels(others)
+    axd.invert_yaxis()
+    axd.set_xlabel("askd − method, per seed (dots); mean and 95% t interval")
+    axd.set_title("Paired differences (same start, data and seeds)")
     if sweep:
-        ax2 = axes[0][1]
+        ax2 = axes[0][2]
         names = ["askd", *sweep]
         ys = range(len(names))
         ax2.barh(
