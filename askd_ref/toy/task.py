@@ -16,7 +16,7 @@ evaluation set is disjoint from every training draw (:meth:`ToyTask.split`).
 Why this format: tiny causal LMs learn digit-aligned, least-significant-first arithmetic in a
 few hundred steps, and copy the reversed working back in order; without the working, or with
 unpadded operands, they do not learn it in minutes of CPU time
-(``/work/shared/background/toy-task-notes.md`` has the measurements). Carries make some
+(measured on a 2-core CPU in the project's research notes on the toy task). Carries make some
 problems harder than others, so a briefly trained teacher is right on most problems but not
 all — the imperfect teacher whose outputs vary in quality that the demo needs.
 """
