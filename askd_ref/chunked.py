@@ -507,9 +507,8 @@ def _check_mask(mask: object) -> tuple[int, int]:
 
 
 def _check_chunk(chunk_size: object, kernel: object) -> None:
-    if chunk_size is None:
-        return
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+    bad_size = isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
+    if chunk_size is not None and bad_size:
         raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
     if kernel not in ("fused", "core"):
         raise ValueError(f"kernel must be 'fused' or 'core', got {kernel!r}")
