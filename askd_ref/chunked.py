@@ -486,7 +486,12 @@ def _check_head(
 
 
 def _check_targets(target_ids: object, mask: Tensor, vocab: int) -> Tensor:
-    if not isinstance(target_ids, Tensor) or target_ids.is_floating_point() or target_ids.dtype == torch.bool:
+    if (
+        not isinstance(target_ids, Tensor)
+        or target_ids.is_floating_point()
+        or target_ids.is_complex()
+        or target_ids.dtype == torch.bool
+    ):
         raise TypeError("target_ids must be an integer tensor of token ids")
     if tuple(target_ids.shape) != tuple(mask.shape):
         raise ValueError(f"target_ids must have shape {tuple(mask.shape)}, got {tuple(target_ids.shape)}")
@@ -874,6 +879,8 @@ def chunked_token_log_probs(
     if is_validation_enabled():
         check_no_nan("hidden (at masked-in positions)", packed)
         check_no_nan("weight", w)
+        if b is not None:
+            check_no_nan("bias", b)
     if rows.numel() == 0:
         return torch.zeros(shape, dtype=cdt, device=mask.device)
     n = rows.shape[0]
