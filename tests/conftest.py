@@ -8,25 +8,8 @@ false-failure rate and their seed in the test; a seed may be changed only once p
 note saying why.
 """
 
-import os
-
 import numpy as np
 import pytest
-import torch
-from hypothesis import HealthCheck, settings
-
-settings.register_profile(
-    "deterministic",
-    derandomize=True,
-    database=None,
-    deadline=None,
-    print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow],
-)
-settings.register_profile("random", deadline=None, print_blob=True)
-settings.load_profile(os.environ.get("ASKD_HYPOTHESIS_PROFILE", "deterministic"))
-
-torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import torch
 
 from askd_ref.toy.bench import BEGIN, END, SWEEP, run_bench
 from askd_ref.toy.pipeline import ModelSize, ToySettings
@@ -22,13 +21,6 @@ TINY = ToySettings(
     distill_batch_size=4,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_bench_outputs_docs_and_resume(tmp_path):

@@ -27,13 +27,6 @@ TINY = ToySettings(
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def test_demo_writes_results_plot_data_and_models(tmp_path, capsys):
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -89,14 +89,6 @@ COUNTS: defaultdict[str, Counter[str]] = defaultdict(Counter)
 PAIRS_INJECTED: defaultdict[str, set[str]] = defaultdict(set)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors: one intra-op thread (waking a thread pool costs ~10 ms per op on a busy host)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 @pytest.fixture(scope="module", autouse=True)
 def _write_counts() -> Iterator[None]:

@@ -12,14 +12,6 @@ from askd_ref.generation import generate, generate_samples
 from askd_ref.toy import ToyTask, build_tokenizer, tiny_llama
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tok():
     return build_tokenizer()

@@ -22,7 +22,6 @@ are ~1/V and an absolute bound would be meaningless across shapes.
 import dataclasses
 import functools
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -47,13 +46,6 @@ CASES = (
 )
 OPTIONS = {"dense": askd_ref.ASKDOptions(lambda_dense=0.5)}
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,7 +12,6 @@ import string
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from askd_ref.data import Prompt, Sample, write_samples
@@ -22,13 +21,6 @@ from askd_ref.toy import build_tokenizer, tiny_llama
 RECIPES = sorted((Path(__file__).resolve().parent.parent / "configs" / "recipes").glob("*.yaml"))
 ALPHABET = "".join(ch for ch in string.printable if ch not in "\r\x0b\x0c")
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_there_are_math_and_code_recipes():

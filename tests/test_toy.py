@@ -12,15 +12,6 @@ from askd_ref.toy.models import problem_batches
 from askd_ref.toy.stats import mcnemar, paired_t
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models are overhead-bound; one thread avoids oversubscribing shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_tokenizer_is_a_bijection_on_the_alphabet_and_round_trips_through_save(tmp_path):
     from transformers import AutoTokenizer
 

@@ -25,13 +25,6 @@ from askd_ref.trainer import (
 TOL = tolerance(torch.float32, "grad")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def tok():
