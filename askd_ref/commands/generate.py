@@ -9,6 +9,8 @@ scored and its ``quality`` written.
 import argparse
 from typing import Any
 
+from askd_ref.commands._model_io import add_model_arguments, load_prompts_and_model
+
 __all__ = ["register"]
 
 
@@ -18,40 +20,22 @@ def register(subparsers: Any) -> None:
         help="sample teacher (TGO) or student (SGO) outputs for a prompt file",
         description="Sample responses for every prompt of a JSONL prompt file and write spec §8 samples.",
     )
-    p.add_argument("--model", required=True, help="local directory or hub id of the causal LM")
-    p.add_argument("--tokenizer", default=None, help="tokenizer directory or hub id (default: --model)")
-    p.add_argument("--prompts", required=True, help="JSONL prompt file (prompt, optional reference/tests)")
+    add_model_arguments(p, temperature=1.0, temperature_help="sampling temperature; 0 = greedy")
     p.add_argument("--out", required=True, help="output JSONL sample file (written atomically)")
     p.add_argument("--source", required=True, choices=("teacher", "student"), help="TGO or SGO file")
     p.add_argument("--n", type=int, default=1, help="samples per prompt (default 1)")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature; 0 = greedy")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus size (default 1 = off)")
-    p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "fp16"))
     p.add_argument("--quality", default=None, help="score samples with this signal (e.g. exact_match)")
-    p.add_argument("--skip-bad-lines", action="store_true", help="skip malformed prompt lines (counted)")
-    p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from askd_ref.data import read_prompts, write_samples
-    from askd_ref.engine.loading import load_causal_lm, load_tokenizer
+    from askd_ref.data import write_samples
     from askd_ref.generation import generate_samples
 
     try:
-        prompts = read_prompts(args.prompts, skip_bad_lines=args.skip_bad_lines)
-        if args.skip_bad_lines and prompts.num_skipped:
-            print(prompts.skipped_report())
-        if not prompts:
-            raise ValueError(f"{args.prompts} holds no prompts")
-        tokenizer = load_tokenizer(args.tokenizer or args.model)
-        model = load_causal_lm(args.model, device=args.device, dtype=args.dtype)
+        prompts, tokenizer, model = load_prompts_and_model(args)
         samples = generate_samples(
             model,
             tokenizer,

@@ -1,0 +1,40 @@
+"""What ``askd generate`` and ``askd eval`` share: the model/prompt/sampling arguments and loading."""
+
+import argparse
+from typing import Any
+
+__all__ = ["add_model_arguments", "load_prompts_and_model"]
+
+
+def add_model_arguments(p: argparse.ArgumentParser, *, temperature: float, temperature_help: str) -> None:
+    """The arguments that choose the model, the prompt file and how to sample from the model."""
+    p.add_argument("--model", required=True, help="local directory or hub id of the causal LM")
+    p.add_argument("--tokenizer", default=None, help="tokenizer directory or hub id (default: --model)")
+    p.add_argument("--prompts", required=True, help="JSONL prompt file (prompt, optional reference/tests)")
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--temperature", type=float, default=temperature, help=temperature_help)
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus size (default 1 = off)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "fp16"))
+    p.add_argument("--skip-bad-lines", action="store_true", help="skip malformed prompt lines (counted)")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def load_prompts_and_model(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """Read the prompt file (reporting skipped lines) and load the tokenizer and the model.
+
+    Raises ``ValueError`` naming the file when it holds no prompts.
+    """
+    from askd_ref.data import read_prompts
+    from askd_ref.engine.loading import load_causal_lm, load_tokenizer
+
+    prompts = read_prompts(args.prompts, skip_bad_lines=args.skip_bad_lines)
+    if args.skip_bad_lines and prompts.num_skipped:
+        print(prompts.skipped_report())
+    if not prompts:
+        raise ValueError(f"{args.prompts} holds no prompts")
+    tokenizer = load_tokenizer(args.tokenizer or args.model)
+    model = load_causal_lm(args.model, device=args.device, dtype=args.dtype)
+    return prompts, tokenizer, model
