@@ -85,9 +85,20 @@ def _finish(terms: list[Tensor], batch: DistillBatch, diagnostics: dict[str, flo
 def seqkd_loss(batch: DistillBatch, *, num_tgo: int | None = None, num_sgo: int | None = None) -> LossOutput:
     r"""Sequence-level KD: token-mean NLL of teacher-generated outputs.
 
+    Baseline of spec §6.
+
     .. math:: L = \frac{1}{N_T}\sum_{i\in\mathrm{TGO}} -\bar S_\theta(y_i)
 
     A loss value (cross-entropy of the TGOs); SGO rows are ignored. ASKD's E11 at α → 0.
+
+    Args:
+        batch: a :class:`~askd_ref.DistillBatch` with ``student_token_logp`` and ``mask`` of shape
+            ``(batch, seq)``.
+        num_tgo: global TGO count (gradient accumulation / data parallel); default local.
+        num_sgo: global SGO count; default local.
+
+    Returns:
+        :class:`~askd_ref.LossOutput` with a scalar loss.
 
     Example:
         >>> import torch
@@ -113,10 +124,21 @@ def seqkd_loss(batch: DistillBatch, *, num_tgo: int | None = None, num_sgo: int 
 def kd_loss(batch: DistillBatch, *, num_tgo: int | None = None, num_sgo: int | None = None) -> LossOutput:
     r"""Word-level KD: forward KL(p‖q) per token on TGOs, token mean per sample.
 
+    Baseline of spec §6.
+
     .. math:: L = \frac{1}{N_T}\sum_{i\in\mathrm{TGO}} \operatorname*{mean}_t \mathrm{KL}(p_t\|q_t)
 
     Returns true divergence values (0 at p = q). Its gradient is exact for the sequence-level
     forward KL because teacher prefixes do not depend on θ (T9).
+
+    Args:
+        batch: a :class:`~askd_ref.DistillBatch` with full-vocabulary ``student_logp`` and
+            ``teacher_logp`` of shape ``(batch, seq, vocab)`` and ``mask`` ``(batch, seq)``.
+        num_tgo: global TGO count (gradient accumulation / data parallel); default local.
+        num_sgo: global SGO count; default local.
+
+    Returns:
+        :class:`~askd_ref.LossOutput` with a scalar loss.
 
     Example:
         >>> import torch
@@ -140,10 +162,21 @@ def kd_loss(batch: DistillBatch, *, num_tgo: int | None = None, num_sgo: int | N
 def rkl_loss(batch: DistillBatch, *, num_tgo: int | None = None, num_sgo: int | None = None) -> LossOutput:
     r"""On-policy reverse KL: KL(q‖p) per token on SGOs, token mean per sample.
 
+    Baseline of spec §6.
+
     .. math:: L = \frac{1}{N_S}\sum_{j\in\mathrm{SGO}} \operatorname*{mean}_t \mathrm{KL}(q_t\|p_t)
 
     Returns true divergence values; the gradient on sampled prefixes is G_single, not the
     sequence-level ∇RKL (T9).
+
+    Args:
+        batch: a :class:`~askd_ref.DistillBatch` with full-vocabulary ``student_logp`` and
+            ``teacher_logp`` of shape ``(batch, seq, vocab)`` and ``mask`` ``(batch, seq)``.
+        num_tgo: global TGO count (gradient accumulation / data parallel); default local.
+        num_sgo: global SGO count; default local.
+
+    Returns:
+        :class:`~askd_ref.LossOutput` with a scalar loss.
 
     Example:
         >>> import torch
@@ -173,9 +206,20 @@ def gkd_loss(
 ) -> LossOutput:
     r"""GKD: generalised JSD_β per token on all samples (TGOs and SGOs), token mean per sample.
 
+    Baseline of spec §6.
+
     .. math:: L = \frac{1}{N_T + N_S}\sum_{i} \operatorname*{mean}_t \mathrm{JSD}_\beta(p_t, q_t)
 
     Returns true divergence values. β = 0.5 by default (spec §6).
+
+    Args:
+        batch: a :class:`~askd_ref.DistillBatch` with full-vocabulary ``student_logp`` and
+            ``teacher_logp`` of shape ``(batch, seq, vocab)`` and ``mask`` ``(batch, seq)``.
+        num_tgo: global TGO count (gradient accumulation / data parallel); default local.
+        num_sgo: global SGO count; default local.
+
+    Returns:
+        :class:`~askd_ref.LossOutput` with a scalar loss.
 
     Example:
         >>> import torch
@@ -201,9 +245,20 @@ def distillm_loss(
 ) -> LossOutput:
     r"""DistiLLM: skew reverse KL SRKL_α (full mixture gradient) per token on all samples.
 
+    Baseline of spec §6.
+
     .. math:: L = \frac{1}{N_T + N_S}\sum_{i} \operatorname*{mean}_t \mathrm{SRKL}_\alpha(p_t, q_t)
 
     Returns true divergence values; α = 0.1 and no detach, as DistiLLM's ``skewed_reverse_kl``.
+
+    Args:
+        batch: a :class:`~askd_ref.DistillBatch` with full-vocabulary ``student_logp`` and
+            ``teacher_logp`` of shape ``(batch, seq, vocab)`` and ``mask`` ``(batch, seq)``.
+        num_tgo: global TGO count (gradient accumulation / data parallel); default local.
+        num_sgo: global SGO count; default local.
+
+    Returns:
+        :class:`~askd_ref.LossOutput` with a scalar loss.
 
     Example:
         >>> import torch
@@ -229,6 +284,8 @@ def distillm2_loss(
 ) -> LossOutput:
     r"""DistiLLM-2 (released code defaults): SKL_α on TGOs + SRKL_α with stopped mixture on SGOs.
 
+    Baseline of spec §6.
+
     .. math::
         L = \frac{1}{N_T}\sum_{i\in\mathrm{TGO}} \operatorname*{mean}_t \mathrm{SKL}_\alpha(p_t, q_t)
           + \frac{1}{N_S}\sum_{j\in\mathrm{SGO}}
@@ -238,6 +295,15 @@ def distillm2_loss(
     α = 0.1 for both terms, as in the released trainer (adaptive α and the β ramp are off by
     default there). Equals :func:`~askd_ref.dense_askd_loss` with α_lo = α_hi = α, gate
     ``"none"`` and ``mixture_grad="stop"``.
+
+    Args:
+        batch: a :class:`~askd_ref.DistillBatch` with full-vocabulary ``student_logp`` and
+            ``teacher_logp`` of shape ``(batch, seq, vocab)`` and ``mask`` ``(batch, seq)``.
+        num_tgo: global TGO count (gradient accumulation / data parallel); default local.
+        num_sgo: global SGO count; default local.
+
+    Returns:
+        :class:`~askd_ref.LossOutput` with a scalar loss.
 
     Example:
         >>> import torch
@@ -324,6 +390,8 @@ def advantage_kd_loss(
 ) -> LossOutput:
     r"""GRPO-like KD: FKL on TGOs plus advantage-weighted log-likelihood on SGOs.
 
+    Baseline of spec §6.
+
     .. math::
         L = \frac{1}{N_T}\sum_{i\in\mathrm{TGO}} \operatorname*{mean}_t \mathrm{KL}(p_t\|q_t)
           - \frac{1}{N_S}\sum_{j\in\mathrm{SGO}} \mathrm{sg}(A_j)\,\bar S_\theta(y_j)
@@ -331,6 +399,16 @@ def advantage_kd_loss(
     with A from :func:`group_advantages` over the SGOs of each prompt (``batch.group``). The SGO
     term is a gradient-equivalent surrogate ("advantages as multiplicative factors", the
     comparison arm of the ASKD abstract). Groups must be complete within one call.
+
+    Args:
+        batch: a :class:`~askd_ref.DistillBatch` with full-vocabulary ``student_logp`` and
+            ``teacher_logp`` of shape ``(batch, seq, vocab)`` and ``mask`` ``(batch, seq)``,
+            and for SGO rows ``student_token_logp`` ``(batch, seq)``, ``quality`` and ``group``.
+        num_tgo: global TGO count (gradient accumulation / data parallel); default local.
+        num_sgo: global SGO count; default local.
+
+    Returns:
+        :class:`~askd_ref.LossOutput` with a scalar loss.
 
     Example:
         >>> import torch

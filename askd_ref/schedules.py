@@ -51,7 +51,8 @@ def soft_gate(
 def hard_gate(quality: Float[Tensor, "*batch"] | float, tau: float) -> Float[Tensor, "*batch"]:
     r"""Hard quality gate h(r) = 1{r ≥ τ} (spec E8, option ``gate="hard"``).
 
-    Not continuous in r at τ, so the Lipschitz-in-quality statement of T4 does not hold for it
+    A value, not a loss. Not continuous in r at τ, so the Lipschitz-in-quality statement of T4
+    does not hold for it
     (``checks/`` verifies the violation).
 
     Args:
@@ -101,8 +102,8 @@ def tgo_alpha(
         \operatorname{logit}\alpha_T(r) = (1-r)\operatorname{logit}\alpha_{hi}
             + r\operatorname{logit}\alpha_{lo} \quad(\text{logit})
 
-    Decreasing in r; values in [α_lo, α_hi]; (α_hi − α_lo)-Lipschitz (linear) or
-    |logit α_hi − logit α_lo|/4-Lipschitz (logit).
+    A value, not a loss. Decreasing in r; values in [α_lo, α_hi]; (α_hi − α_lo)-Lipschitz
+    (linear) or |logit α_hi − logit α_lo|/4-Lipschitz (logit).
 
     Args:
         quality: r ∈ [0, 1], a float or a tensor of any shape.
@@ -132,7 +133,8 @@ def sgo_alpha(
         \operatorname{logit}\alpha_S(r) = (1-r)\operatorname{logit}\alpha_{lo}
             + r\operatorname{logit}\alpha_{hi} \quad(\text{logit})
 
-    Increasing in r, so the push-down cap log(1/α) − (1−α) of a high-quality SGO is small.
+    A value, not a loss. Increasing in r, so the push-down cap log(1/α) − (1−α) of a
+    high-quality SGO is small.
 
     Args:
         quality: r ∈ [0, 1], a float or a tensor of any shape.

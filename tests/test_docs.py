@@ -45,3 +45,36 @@ def test_docs_state_the_provenance() -> None:
         text = path.read_text(encoding="utf-8")
         assert "not public" in text, path
         assert "reconstruction" in text, path
+
+
+#: The stable names of spec §10 that are functions (ASKDOptions is a dataclass, documented per field).
+SPEC_FUNCTIONS = [
+    "forward_kl", "reverse_kl", "skew_forward_kl", "skew_reverse_kl", "generalized_jsd",
+    "tgo_coefficient", "sgo_coefficient", "soft_gate", "hard_gate", "clipped_sgo_coefficient",
+    "tgo_alpha", "sgo_alpha", "sequence_log_ratio", "tgo_loss", "sgo_loss", "askd_loss",
+    "dense_askd_loss", "seqkd_loss", "kd_loss", "rkl_loss", "gkd_loss", "distillm_loss",
+    "distillm2_loss", "advantage_kd_loss",
+]  # fmt: skip
+
+
+def test_spec_functions_follow_the_docstring_template() -> None:
+    """Formula, spec label, value-vs-surrogate, shapes and a doctested example (issue 2.6)."""
+    kind = re.compile(
+        r"surrogate|divergence itself|true divergence|not a loss|coefficient, not|A value|loss value"
+    )
+    problems = {}
+    for name in SPEC_FUNCTIONS:
+        doc = getattr(askd_ref, name).__doc__ or ""
+        missing = [
+            part
+            for part, ok in (
+                ("example", ">>>" in doc),
+                ("spec label", bool(re.search(r"\b[ET]\d+\b|§\d+", doc))),
+                ("divergence or surrogate", bool(kind.search(doc))),
+                ("shapes", bool(re.search(r"[Ss]hape|\(batch|\(\*batch", doc))),
+            )
+            if not ok
+        ]
+        if missing:
+            problems[name] = missing
+    assert not problems, problems
