@@ -501,7 +501,7 @@ def test_use_namespaces_true_requires_unshare() -> None:
             run_tests("", TESTS, _cfg(True))
 
 
-# --- the probe behind docs/reliability-code-sandbox.md -----------------------------------------
+# --- the probe behind docs/reliability.md §5 --------------------------------------------------
 
 
 def test_sandbox_probe_subset(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ does not run. A candidate that raises while being defined scores 0.
 **Score 0** when the run times out, is killed (memory, CPU time, file size, signal), exits
 before the harness reports completion (``os._exit``, crash), or the candidate fails to define.
 
-**Containment** (each run; see ``docs/reliability-code-sandbox.md`` for what was tested):
+**Containment** (each run; see ``docs/reliability.md`` §5 for what was tested):
 
 - a fresh temporary directory, the child's cwd, ``HOME`` and ``TMPDIR``; always removed afterwards;
 - ``sys.executable -I -B`` (isolated mode: no ``PYTHON*`` variables, no user site, no bytecode

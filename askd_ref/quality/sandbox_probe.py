@@ -6,7 +6,7 @@ optionally writes them as JSON (atomically). Each case is a candidate plus a che
 process, that nothing escaped (a file outside the sandbox unchanged, no connection on a listening
 socket, forked children dead, the secret not echoed, the temporary directory removed). It tells
 a user which containment layers hold on *their* machine (root or not, namespaces or not); the
-numbers in ``docs/reliability-code-sandbox.md`` come from it.
+numbers in ``docs/reliability.md`` §5 come from it.
 """
 
 import argparse
