@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from askd_ref.toy.bench import BEGIN, END, SWEEP, run_bench
+from askd_ref.toy.bench import BEGIN, END, LR_SWEEP, SWEEP, run_bench
 from askd_ref.toy.pipeline import ModelSize, ToySettings
 
 TINY = ToySettings(
@@ -39,6 +39,7 @@ def test_bench_outputs_docs_and_resume(tmp_path):
         progress=False,
         docs=docs,
         echo=lambda _: None,
+        allow_miss=True,  # the tiny models miss the stages' targets
     )
     data = json.loads((out / "quality-bench.json").read_text())
     assert data["main"] == ["askd", "kd", "distillm2"]
@@ -64,6 +65,7 @@ def test_bench_outputs_docs_and_resume(tmp_path):
         sweep=sweep,
         progress=False,
         echo=lambda _: None,
+        allow_miss=True,
     )
     assert {p.name: p.stat().st_mtime_ns for p in (out / "runs").glob("seed*.json")} == stamps  # all cached
 
@@ -71,10 +73,33 @@ def test_bench_outputs_docs_and_resume(tmp_path):
 def test_bench_quality_cli_is_registered_and_validates():
     from askd_ref.cli import build_parser, main
 
-    args = build_parser().parse_args(["bench", "quality", "--out", "x", "--seeds", "3", "--no-sweep"])
+    args = build_parser().parse_args(["bench", "quality", "--out", "x", "--seeds", "3", "--sweep", "none"])
     assert args.seeds == 3
-    assert args.no_sweep
+    assert args.sweep == "none"
+    assert build_parser().parse_args(["bench", "quality", "--out", "x"]).seeds == 6
+    with pytest.raises(SystemExit, match="unknown sweep"):
+        main(["bench", "quality", "--out", "x", "--sweep", "lr,colours"])
     with pytest.raises(SystemExit, match="unknown method"):
         main(["bench", "quality", "--out", "x", "--methods", "askd,ppo"])
     with pytest.raises(SystemExit, match="--seeds"):
         main(["bench", "quality", "--out", "x", "--seeds", "0"])
+
+
+def test_graded_regime_and_learning_rate_sweep_write_their_own_section(tmp_path):
+    import dataclasses
+
+    out, docs = tmp_path / "bench", tmp_path / "experiments.md"
+    docs.write_text("# Experiments\n\n" + BEGIN + "\nexact-match section kept\n" + END + "\n")
+    settings = dataclasses.replace(TINY, quality="digit_credit")
+    summary = run_bench(
+        out, settings=settings, seeds=(0,), methods=("askd",), sweep=LR_SWEEP[:1], progress=False,
+        docs=docs, echo=lambda _: None, allow_miss=True,
+    )
+    run = json.loads((out / "runs" / f"seed0-{LR_SWEEP[0].key()}.json").read_text())
+    assert run["lr"] == LR_SWEEP[0].lr == 5e-4
+    text = docs.read_text()
+    assert "exact-match section kept" in text  # the exact-match section is not touched
+    assert "<!-- BEGIN MEASURED digit_credit" in text
+    assert "**digit_credit**" in text
+    assert (tmp_path / "figures" / "experiments-quality-digit-credit.png").exists()
+    assert summary["environment"]["torch_cpu_capability"]

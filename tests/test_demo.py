@@ -10,7 +10,7 @@ import torch
 
 from askd_ref.data import read_samples
 from askd_ref.toy.demo import check_device, run_demo
-from askd_ref.toy.pipeline import ModelSize, ToySettings
+from askd_ref.toy.pipeline import ModelSize, StageMissed, ToySettings
 
 TINY = ToySettings(
     n_eval=60,
@@ -31,7 +31,8 @@ TINY = ToySettings(
 def test_demo_writes_results_plot_data_and_models(tmp_path, capsys):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    res = run_demo(tmp_path / "demo", settings=TINY, progress=False)
+    # The tiny models cannot reach the stages' targets: allow_miss continues and marks the run.
+    res = run_demo(tmp_path / "demo", settings=TINY, progress=False, allow_miss=True)
     out = tmp_path / "demo"
     data = json.loads((out / "results.json").read_text())
     assert data == json.loads(json.dumps(res))
@@ -49,6 +50,51 @@ def test_demo_writes_results_plot_data_and_models(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "student after askd" in printed
     assert "teacher" in printed
+    # The misses are recorded and shouted, and the environment is recorded.
+    assert data["valid"] is False
+    reached = {k: v["reached"] for k, v in data["stages"].items()}
+    assert reached == {"teacher SFT": False, "student SFT": False}
+    assert "INVALID RUN" in printed
+    assert "MISSED" in printed
+    env = data["environment"]
+    keys = ("cpu_model", "torch_cpu_capability", "torch_threads", "python", "torch", "transformers")
+    keys += ("askd_ref",)
+    for key in keys:
+        assert env[key] not in (None, ""), key
+    assert env["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert data["expected"]["teacher_accuracy"] == list(TINY.teacher_band)
+    assert set(data["checks"]) == {"teacher_in_band", "student_in_range", "askd_gain_at_least_0.10"}
+
+
+def test_a_missed_stage_stops_the_run_with_one_message_and_records_it(tmp_path):
+    with pytest.raises(StageMissed) as info:
+        run_demo(tmp_path / "demo", settings=TINY, progress=False, save_models=False, echo=False)
+    msg = str(info.value)
+    assert "\n" not in msg
+    assert msg.startswith("teacher SFT: target not reached")
+    assert "dev fit to its training data" in msg
+    assert "target 0.970" in msg
+    assert "of 30 steps" in msg
+    assert "Try:" in msg
+    assert "--allow-miss" in msg
+    data = json.loads((tmp_path / "demo" / "results.json").read_text())
+    assert data["valid"] is False
+    assert data["error"] == msg
+    assert data["stages"]["teacher SFT"]["reached"] is False
+    assert "methods" not in data
+
+
+def test_cli_exits_1_on_a_missed_stage(tmp_path, monkeypatch, capsys):
+    import dataclasses
+
+    import askd_ref.toy.pipeline as pipeline
+    from askd_ref.cli import main
+
+    monkeypatch.setitem(pipeline.PRESETS, "demo", dataclasses.replace(TINY))
+    code = main(["demo", "--out", str(tmp_path / "d"), "--no-progress", "--no-models"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "askd demo: teacher SFT: target not reached" in out
 
 
 def test_device_checks():
@@ -80,7 +126,8 @@ def test_full_demo_improves_the_student(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = json.loads((tmp_path / "demo" / "results.json").read_text())
-    assert 0.7 <= data["teacher_accuracy"] <= 0.9
+    assert data["valid"], data["stages"]
+    assert all(data["checks"].values()), data["checks"]
     for method, acc in data["methods"].items():
         p = data["paired_vs_sft"][method]
         assert acc > data["student_accuracy_before"], method

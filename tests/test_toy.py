@@ -124,3 +124,67 @@ def test_sample_roundtrip_of_problem():
     assert isinstance(s, Sample)
     assert s.source == "student"
     assert s.reference == "92"
+
+
+def test_carry_flaw_share_by_enumerating_every_problem():
+    from askd_ref.toy.task import CarryFlaw
+
+    flaw = CarryFlaw()
+    for width in (1, 2):
+        problems = [Problem(a, b, width=width) for a in range(10**width) for b in range(10**width)]
+        wrong = [p for p in problems if p.flawed_solution(flaw) != p.solution]
+        assert len(wrong) / len(problems) == flaw.affected_fraction() == 0.17
+        # exactly the problems whose units digits sum to 10 or 11, and the error is one dropped carry
+        assert all((p.a % 10 + p.b % 10) in (10, 11) for p in wrong)
+        assert all(p.flawed_answer(flaw) == p.answer - 10 for p in wrong)
+    assert Problem(47, 63).flawed_solution(None) == Problem(47, 63).solution
+    with pytest.raises(ValueError, match="units_sums"):
+        CarryFlaw((9,))
+
+
+def _digit_credit_by_hand(problem, response):
+    """Independent reference: pad both strings to a common length and count equal characters."""
+    expected = problem.solution
+    n = max(len(expected), len(response))
+    a, b = expected.ljust(n, "\0"), response.ljust(n, "\1")
+    return sum(a[i] == b[i] for i in range(n)) / n
+
+
+def test_digit_credit_against_a_reference_written_differently():
+    import random
+
+    from askd_ref.data import Sample
+    from askd_ref.quality import get_signal
+    from askd_ref.quality.math import ExactMatch
+    from askd_ref.toy.quality import digit_credit
+    from askd_ref.toy.task import CarryFlaw
+
+    rng = random.Random(0)
+    signal = get_signal("digit_credit")
+    values = set()
+    for _ in range(500):
+        p = Problem(rng.randrange(100), rng.randrange(100))
+        kind = rng.randrange(4)
+        if kind == 0:
+            response = p.solution
+        elif kind == 1:
+            response = p.flawed_solution(CarryFlaw((10, 11, 12, 13, 14, 15, 16, 17, 18)))
+        elif kind == 2:
+            response = "".join(rng.choice("0123456789>") for _ in range(rng.randrange(0, 10)))
+        else:
+            s = list(p.solution)
+            s[rng.randrange(len(s))] = rng.choice("0123456789")
+            response = "".join(s)
+        r = digit_credit(p.prompt, response)
+        assert r == pytest.approx(_digit_credit_by_hand(p, response), abs=1e-15)
+        assert (r == 1.0) == (response == p.solution)
+        values.add(round(r, 6))
+        [via_signal] = signal.score([Sample(p.prompt, response, "teacher")])
+        assert via_signal == r
+        # exact match is never 1 where the whole solution earns less than the answer's share
+        [em] = ExactMatch().score([Sample(p.prompt, response, "teacher", reference=p.reference)])
+        if em == 1.0 and response.count(">") == 1 and len(response) == len(p.solution):
+            assert r >= 4 / 7
+    assert len(values) >= 8  # graded: r takes many values
+    with pytest.raises(ValueError, match="not a toy problem"):
+        digit_credit("what is 2+2?", "4")

@@ -57,6 +57,7 @@ _SIGNALS: dict[str, tuple[str, str]] = {
     "unit_tests": ("askd_ref.quality.code", "UnitTestPassRate"),
     "reward_model": ("askd_ref.quality.reward_model", "RewardModelSignal"),
     "teacher_likelihood": ("askd_ref.quality.likelihood", "TeacherLikelihood"),
+    "digit_credit": ("askd_ref.toy.quality", "DigitCredit"),
 }
 _ALIASES: dict[str, str] = {"math": "exact_match", "code": "unit_tests", "likelihood": "teacher_likelihood"}
 
@@ -68,14 +69,15 @@ def get_signal(name: str, **kwargs: Any) -> QualitySignal:
     """Build the built-in quality signal called ``name`` with constructor arguments ``kwargs``.
 
     Names: ``exact_match`` (alias ``math``), ``unit_tests`` (``code``), ``reward_model``,
-    ``teacher_likelihood`` (``likelihood``). See each module for its arguments.
+    ``teacher_likelihood`` (``likelihood``), ``digit_credit`` (graded partial credit on the
+    embedded toy task). See each module for its arguments.
 
     >>> get_signal("exact_match").name
     'exact_match'
     >>> get_signal("bleu")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: unknown quality signal 'bleu'; expected one of: code, exact_match, ...
+    ValueError: unknown quality signal 'bleu'; expected one of: code, digit_credit, ...
     """
     if not isinstance(name, str):
         raise TypeError(f"name must be a str, got {type(name).__name__}")

@@ -28,6 +28,7 @@ from typing import Any
 from askd_ref.baselines import METHODS
 from askd_ref.io import atomic_open, atomic_write_json, atomic_write_text
 from askd_ref.options import ASKDOptions
+from askd_ref.toy.demo import environment
 from askd_ref.toy.pipeline import (
     ToySettings,
     ToySetup,
@@ -41,7 +42,10 @@ from askd_ref.toy.stats import mcnemar, paired_t
 
 __all__ = [
     "BENCH_SETTINGS",
+    "GATE_SWEEP",
+    "LR_SWEEP",
     "SWEEP",
+    "SWEEPS",
     "SWEEP_PAIRS",
     "Variant",
     "main_variants",
@@ -59,15 +63,16 @@ class Variant:
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     note: str = ""
+    lr: float | None = None
+    """Distillation learning rate (``None``: the settings' ``distill_lr``)."""
 
     def key(self) -> str:
         return self.name.replace(" ", "_").replace("/", "-").replace("=", "").replace(",", "")
 
 
-#: The benchmark's settings: the demo's task, models and data, with twice the distillation
-#: budget (400 steps instead of 200), so that the students get closer to where the methods
-#: differ (with 200 steps every method is still mostly learning the task's format).
-BENCH_SETTINGS = dataclasses.replace(ToySettings(), distill_steps=400)
+#: The benchmark's settings: the demo's task, models, data and distillation budget (200 steps;
+#: ``askd bench quality --steps`` changes it).
+BENCH_SETTINGS = ToySettings()
 
 
 def main_variants(methods: Sequence[str] = METHODS) -> list[Variant]:
@@ -99,6 +104,24 @@ SWEEP: tuple[Variant, ...] = (
     ),
 )
 
+#: A 3-point learning-rate sweep (with the default 1e-3) for ASKD and DistiLLM-2, so that their
+#: ranking does not hinge on one shared rate.
+LR_SWEEP: tuple[Variant, ...] = tuple(
+    Variant(f"{m} lr={lr:g}", m, lr=lr, note="learning-rate sweep")
+    for m in ("askd", "distillm2")
+    for lr in (5e-4, 2e-3)
+)
+
+#: The variants where a graded quality signal matters: the gates and the continuous schedule.
+GATE_SWEEP: tuple[Variant, ...] = (
+    Variant("askd gate=hard", "askd", {"gate": "hard"}, note="h(r) = 1{r ≥ 0.75}"),
+    Variant("askd gate=none", "askd", {"gate": "none"}, note="no clip of the push-down"),
+    Variant("askd alpha const 0.1", "askd", {"alpha_lo": 0.1, "alpha_hi": 0.1}, note="no quality in α"),
+)
+
+#: Named sweeps for ``askd bench quality --sweep``.
+SWEEPS: dict[str, tuple[Variant, ...]] = {"options": SWEEP, "lr": LR_SWEEP, "gates": GATE_SWEEP}
+
 #: Equal-budget pairs among the sweep variants (the first minus the second is reported).
 SWEEP_PAIRS: tuple[tuple[str, str], ...] = (
     ("askd batched SGOs", "distillm2 batched SGOs"),
@@ -116,6 +139,7 @@ def _run_one(setup: ToySetup, variant: Variant, *, device: str, dtype: str, prog
         device=device,
         dtype=dtype,
         progress=progress,
+        lr=variant.lr,
     )
     curve = [
         {"step": h["step"], "sgo_accuracy": h.get("quality/sgo_mean"), "loss": h["loss"]}
@@ -127,6 +151,7 @@ def _run_one(setup: ToySetup, variant: Variant, *, device: str, dtype: str, prog
         "method": variant.method,
         "options": dict(variant.options),
         "overrides": dict(variant.overrides),
+        "lr": variant.lr,
         "seed": setup.seed,
         "accuracy": res.eval.accuracy,
         "stderr": res.eval.stderr,
@@ -150,8 +175,12 @@ def run_bench(
     docs: str | os.PathLike[str] | None = None,
     figure: str | os.PathLike[str] | None = None,
     echo: Callable[[str], None] = print,
+    allow_miss: bool = False,
 ) -> dict[str, Any]:
     """Run (or resume) the benchmark; write ``quality-bench.json`` and ``quality-bench.png``.
+
+    The teacher and every seed's student pass the pipeline's stage guards
+    (:class:`~askd_ref.toy.pipeline.StageMissed` stops the benchmark) unless ``allow_miss``.
 
     With ``docs``, the measured section of that Markdown file is (re)written and the plot is
     copied to ``figure`` (default: ``docs/figures/experiments-quality.png`` next to ``docs``).
@@ -180,11 +209,18 @@ def run_bench(
         if teacher_setup.teacher is not None:
             return
         echo(f"teacher: training once (d={s.teacher.hidden_size}, L={s.teacher.num_layers})")
-        train_teacher(teacher_setup, teacher_seed=0, device=device, dtype=dtype, progress=progress)
+        train_teacher(
+            teacher_setup, teacher_seed=0, device=device, dtype=dtype, progress=progress,
+            allow_miss=allow_miss,
+        )
         assert teacher_setup.teacher_eval is not None
         atomic_write_json(
             teacher_file,
-            {"accuracy": teacher_setup.teacher_eval.accuracy, "steps": teacher_setup.teacher_steps},
+            {
+                "accuracy": teacher_setup.teacher_eval.accuracy,
+                "steps": teacher_setup.teacher_steps,
+                "stage": dataclasses.asdict(teacher_setup.stages["teacher SFT"]),
+            },
         )
         echo(
             f"teacher: {teacher_setup.teacher_steps} steps, "
@@ -202,7 +238,7 @@ def run_bench(
             setup = make_setup(s, seed=seed, split_seed=0)
             setup.teacher, setup.teacher_eval = teacher_setup.teacher, teacher_setup.teacher_eval
             setup.teacher_steps = teacher_setup.teacher_steps
-            train_student_sft(setup, device=device, dtype=dtype, progress=progress)
+            train_student_sft(setup, device=device, dtype=dtype, progress=progress, allow_miss=allow_miss)
             teacher_outputs(setup, progress=progress)
             assert setup.student_eval is not None
             tgo_q = [r.quality for it in setup.items for r in it.tgos if r.quality is not None]
@@ -212,6 +248,7 @@ def run_bench(
                     "seed": seed,
                     "student_sft_accuracy": setup.student_eval.accuracy,
                     "student_sft_steps": setup.student_steps,
+                    "stage": {k: dataclasses.asdict(v) for k, v in setup.stages.items()},
                     "student_sft_scores": "".join(
                         "1" if x >= 0.5 else "0" for x in setup.student_eval.scores
                     ),
@@ -237,12 +274,16 @@ def run_bench(
     summary["variants"] = [dataclasses.asdict(v) for v in variants]
     summary["device"] = device
     summary["dtype"] = dtype
+    summary["environment"] = environment()
     summary["wall_seconds_this_invocation"] = round(time.perf_counter() - t0, 1)
     atomic_write_json(out_dir / "quality-bench.json", summary)
     plot_bench(summary, out_dir / "quality-bench.png")
     if docs is not None:
+        suffix = "" if s.quality == "exact_match" else f"-{s.quality.replace('_', '-')}"
         fig = (
-            Path(figure) if figure is not None else Path(docs).parent / "figures" / "experiments-quality.png"
+            Path(figure)
+            if figure is not None
+            else Path(docs).parent / "figures" / f"experiments-quality{suffix}.png"
         )
         plot_bench(summary, fig)
         write_experiments_doc(summary, docs, os.path.relpath(fig, Path(docs).parent))
@@ -419,6 +460,15 @@ BEGIN = "<!-- BEGIN MEASURED: written by `askd bench quality`; do not edit by ha
 END = "<!-- END MEASURED -->"
 
 
+def _markers(quality: str) -> tuple[str, str]:
+    """The markers of the measured section of one quality regime (exact match keeps the original)."""
+    if quality == "exact_match":
+        return BEGIN, END
+    tag = f"MEASURED {quality}"
+    begin = f"<!-- BEGIN {tag}: written by `askd bench quality`; do not edit by hand -->"
+    return begin, f"<!-- END {tag} -->"
+
+
 def _fmt_p(p: float) -> str:
     return f"{p:.2g}" if p >= 1e-3 else f"{p:.0e}"
 
@@ -429,16 +479,27 @@ def measured_markdown(summary: Mapping[str, Any], figure: str) -> str:
     c = summary["comparisons_askd_minus"]
     s = summary["settings"]
     k = len(summary["seeds"])
+    quality = s.get("quality", "exact_match")
+    begin, end = _markers(quality)
+    tgo = (
+        f"its sampled outputs (TGOs, T = {s['tgo_temperature']}) are correct "
+        f"{summary['tgo_accuracy']:.3f} of the time"
+        if quality == "exact_match"
+        else f"its sampled outputs (TGOs, T = {s['tgo_temperature']}) have mean quality r = "
+        f"{summary['tgo_accuracy']:.3f} ({quality})"
+    )
+    env = summary.get("environment") or {}
     lines = [
-        BEGIN,
+        begin,
         "",
         f"Measured by `askd bench quality` ({k} seeds: {summary['seeds']}; device {summary['device']}, "
-        f"{summary['dtype']}). Teacher: {s['teacher']['hidden_size']}-wide "
+        f"{summary['dtype']}; {env.get('cpu_model', 'CPU')}, torch {env.get('torch', '?')} with "
+        f"{env.get('torch_cpu_capability', '?')} kernels, {env.get('torch_threads', '?')} thread(s)). "
+        f"Quality signal of the distillation: **{quality}**. Teacher: {s['teacher']['hidden_size']}-wide "
         f"{s['teacher']['num_layers']}-layer "
-        f"Llama, {summary['teacher_steps']} SFT steps, held-out accuracy {summary['teacher_accuracy']:.3f}; "
-        f"its sampled outputs (TGOs, T = {s['tgo_temperature']}) are correct "
-        f"{summary['tgo_accuracy']:.3f} of "
-        f"the time. Student: {s['student']['hidden_size']}-wide {s['student']['num_layers']}-layer Llama, "
+        f"Llama trained on flawed solutions until it reproduces them, {summary['teacher_steps']} SFT steps, "
+        f"held-out accuracy {summary['teacher_accuracy']:.3f}; {tgo}. Student: "
+        f"{s['student']['hidden_size']}-wide {s['student']['num_layers']}-layer Llama, "
         f"SFT start {summary['student_sft']['mean']:.3f} ± {summary['student_sft']['std']:.3f}. Budget per "
         f"method: {s['distill_steps']} optimizer steps × {s['distill_batch_size']} prompts "
         f"({s['tgo_per_prompt']} TGO + {s['sgo_per_prompt']} SGO each), {s['n_prompts']} distinct prompts, "
@@ -511,7 +572,7 @@ def measured_markdown(summary: Mapping[str, Any], figure: str) -> str:
                 f"{_fmt_p(pr['paired_t_p'])} | {_fmt_p(pr['mcnemar_pooled']['p_value'])} | "
                 f"{pr['first_wins']}/{k} |"
             )
-    lines += ["", f"![Quality benchmark]({figure})", "", END]
+    lines += ["", f"![Quality benchmark, {quality}]({figure})", "", end]
     return "\n".join(lines)
 
 
@@ -526,12 +587,13 @@ the reading after it is written by hand from those numbers.
 def write_experiments_doc(summary: Mapping[str, Any], path: str | os.PathLike[str], figure: str) -> None:
     """Replace the measured section of ``path`` (create the file if needed), keeping the rest."""
     block = measured_markdown(summary, figure)
+    begin, end = _markers(summary["settings"].get("quality", "exact_match"))
     p = Path(path)
     if p.exists():
         text = p.read_text(encoding="utf-8")
-        if BEGIN in text and END in text:
-            head, rest = text.split(BEGIN, 1)
-            _, tail = rest.split(END, 1)
+        if begin in text and end in text:
+            head, rest = text.split(begin, 1)
+            _, tail = rest.split(end, 1)
             text = head + block + tail
         else:
             text = text.rstrip("\n") + "\n\n" + block + "\n"

@@ -1,15 +1,24 @@
 """``askd demo``: the main job, end to end on the embedded toy task in a few minutes of CPU.
 
-1. A teacher (tiny Llama) is trained from scratch until its dev accuracy reaches 80 %; it stays
-   imperfect, and its sampled outputs (TGOs) are right only part of the time.
-2. A smaller student is initialised by brief SFT on reference solutions.
+1. A teacher (tiny Llama) is trained from scratch on solutions with a systematic flaw (a dropped
+   carry on 17 % of problems) until it reproduces its data; it is right on ≈ 83 % of problems,
+   and its sampled outputs (TGOs) vary in quality.
+2. A smaller student is initialised by brief SFT on reference solutions (to ≈ 30 % or more).
 3. From that same start, the student is distilled with ASKD and with DistiLLM-2 — same prompts,
    TGOs, SGO regime, optimizer steps, batch size and learning rate.
 4. Every model is evaluated by greedy decoding on ``n_eval`` held-out problems (exact match).
 
+Guards: a stage that misses its target (teacher not fitted within its step cap or outside its
+accuracy band, student not at its target) stops the run with :class:`~askd_ref.toy.pipeline.StageMissed`
+(``askd demo`` exits 1 with one line saying what to try); with ``allow_miss`` the run continues and
+``results.json`` and the plot are marked invalid.
+
 Outputs in ``--out``: ``results.json`` (``teacher_accuracy``, ``student_accuracy_before``,
 ``methods`` → {name: accuracy}, plus standard errors, paired McNemar comparisons against the SFT
-start, timings and the settings), ``results.png`` (accuracies with 95 % intervals, and the
+start, timings, the settings, per stage whether its target was reached (``stages``, ``valid``),
+the expected ranges and whether each result lies in them (``expected``, ``checks``), and the
+float environment (``environment``: CPU model, torch CPU capability, threads, versions)),
+``results.png`` (accuracies with 95 % intervals, and the
 students' on-policy sample accuracy during distillation), the TGO file ``data/tgo.jsonl`` and the
 models as ``save_pretrained`` directories with the tokenizer (``teacher/``, ``student-sft/``,
 ``student-<method>/``).
@@ -18,6 +27,8 @@ models as ``save_pretrained`` directories with the tokenizer (``teacher/``, ``st
 import dataclasses
 import json
 import os
+import platform
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,7 +40,9 @@ from askd_ref.data import Sample, write_samples
 from askd_ref.io import atomic_open, atomic_write_json
 from askd_ref.toy.pipeline import (
     DistillResult,
+    StageMissed,
     ToySettings,
+    ToySetup,
     distill,
     make_setup,
     teacher_outputs,
@@ -38,10 +51,54 @@ from askd_ref.toy.pipeline import (
 )
 from askd_ref.toy.stats import mcnemar
 
-__all__ = ["DEMO_METHODS", "plot_results", "run_demo"]
+__all__ = ["DEMO_METHODS", "environment", "expected_ranges", "plot_results", "run_demo"]
 
 #: The methods the demo compares (ASKD first).
 DEMO_METHODS: tuple[str, ...] = ("askd", "distillm2")
+
+
+def environment() -> dict[str, Any]:
+    """What the floating-point results depend on: CPU, torch's CPU kernels, threads, versions."""
+    import importlib.metadata
+
+    import transformers
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        version = importlib.metadata.version("askd-ref")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - source checkout without install
+        version = "unknown"
+    return {
+        "cpu_model": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "ATEN_CPU_CAPABILITY": os.environ.get("ATEN_CPU_CAPABILITY"),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "askd_ref": version,
+        "platform": platform.platform(),
+        "argv": sys.argv[1:],
+    }
+
+
+def expected_ranges(settings: ToySettings) -> dict[str, Any]:
+    """The ranges a valid demo run lands in (checked, printed beside the numbers, in README)."""
+    lo, hi = settings.teacher_band
+    return {
+        "teacher_accuracy": [lo, hi],
+        "student_accuracy_before": [settings.student_target or 0.0, 0.70],
+        "askd_gain_min": settings.min_gain,
+    }
 
 
 def _save_model(model: Any, tokenizer: Any, path: Path) -> None:
@@ -84,28 +141,54 @@ def run_demo(
     progress: bool = True,
     save_models: bool = True,
     echo: bool = True,
+    allow_miss: bool = False,
 ) -> dict[str, Any]:
-    """Run the demo and write its files into ``out``; return the ``results.json`` content."""
+    """Run the demo and write its files into ``out``; return the ``results.json`` content.
+
+    A stage that misses its target raises :class:`~askd_ref.toy.pipeline.StageMissed` after
+    writing a ``results.json`` that records the miss (``valid: false``), unless ``allow_miss``:
+    then the run goes on and its results are marked invalid.
+    """
     check_device(device, dtype)
     s = settings or ToySettings()
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
+    cpu_start = time.process_time()
+    load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     torch.manual_seed(seed)
     setup = make_setup(s, seed=seed)
+    env = environment()
+    expected = expected_ranges(s)
 
     def say(msg: str) -> None:
         if echo:
             print(msg, flush=True)
 
-    say(f"[1/4] teacher: Llama d={s.teacher.hidden_size} L={s.teacher.num_layers}, SFT from scratch")
-    train_teacher(setup, teacher_seed=seed, device=device, dtype=dtype, progress=progress)
+    def stage(fn: Any, **kwargs: Any) -> None:
+        try:
+            fn(setup, device=device, dtype=dtype, progress=progress, allow_miss=allow_miss, **kwargs)
+        except StageMissed as err:
+            atomic_write_json(out_dir / "results.json", _failed(setup, s, seed, env, str(err)))
+            raise
+        record = setup.stages.get("teacher SFT" if fn is train_teacher else "student SFT")
+        if record is not None and not record.reached:
+            say(f"      !!! {record.stage} MISSED its target; continuing (--allow-miss), results INVALID")
+
+    lo, hi = s.teacher_band
+    say(f"[1/4] teacher: Llama d={s.teacher.hidden_size} L={s.teacher.num_layers}, SFT from scratch on "
+        f"flawed data until dev fit ≥ {s.teacher_fit_target} (cap {s.teacher_max_steps} steps)")
+    stage(train_teacher, teacher_seed=seed)
     assert setup.teacher_eval is not None
-    say(f"      {setup.teacher_steps} steps, held-out accuracy {setup.teacher_eval.accuracy:.3f}")
-    say(f"[2/4] student: Llama d={s.student.hidden_size} L={s.student.num_layers}, brief SFT")
-    train_student_sft(setup, device=device, dtype=dtype, progress=progress)
+    say(f"      {setup.teacher_steps} steps, held-out accuracy {setup.teacher_eval.accuracy:.3f} "
+        f"(expected {lo:.2f}–{hi:.2f})")
+    say(f"[2/4] student: Llama d={s.student.hidden_size} L={s.student.num_layers}, SFT until dev accuracy "
+        f"≥ {s.student_target} (cap {s.student_sft_steps} steps)")
+    stage(train_student_sft)
     assert setup.student_eval is not None
-    say(f"      {setup.student_steps} steps, held-out accuracy {setup.student_eval.accuracy:.3f}")
+    exp_s = expected["student_accuracy_before"]
+    say(f"      {setup.student_steps} steps, held-out accuracy {setup.student_eval.accuracy:.3f} "
+        f"(expected {exp_s[0]:.2f}–{exp_s[1]:.2f})")
     say(f"[3/4] teacher outputs for {s.n_prompts} distillation prompts")
     teacher_outputs(setup, progress=progress)
     tgo_quality = [r.quality for it in setup.items for r in it.tgos if r.quality is not None]
@@ -138,6 +221,15 @@ def run_demo(
         if save_models:
             _save_model(run.model, setup.tokenizer, out_dir / f"student-{method}")
     before = setup.student_eval
+    checks = {
+        "teacher_in_band": lo <= setup.teacher_eval.accuracy <= hi,
+        "student_in_range": exp_s[0] <= before.accuracy <= exp_s[1],
+        **{
+            f"{m}_gain_at_least_{s.min_gain:.2f}": r.eval.accuracy >= before.accuracy + s.min_gain
+            for m, r in runs.items()
+            if m == "askd" and s.min_gain is not None
+        },
+    }
     results: dict[str, Any] = {
         "teacher_accuracy": setup.teacher_eval.accuracy,
         "student_accuracy_before": before.accuracy,
@@ -174,39 +266,77 @@ def run_demo(
             **{k: round(v, 2) for k, v in setup.timings.items()},
             **{f"distill_{m}_s": round(r.seconds, 2) for m, r in runs.items()},
             "total_s": round(time.perf_counter() - t_start, 2),
+            "cpu_s": round(time.process_time() - cpu_start, 2),
         },
         "settings": dataclasses.asdict(s),
         "seed": seed,
         "device": device,
         "dtype": dtype,
         "torch_threads": torch.get_num_threads(),
+        "stages": {k: dataclasses.asdict(v) for k, v in setup.stages.items()},
+        "valid": all(v.reached for v in setup.stages.values()),
+        "expected": expected,
+        "checks": checks,
+        "environment": {
+            **env,
+            "load_average_1min": [load_start, os.getloadavg()[0] if hasattr(os, "getloadavg") else None],
+        },
     }
     atomic_write_json(out_dir / "results.json", results)
     plot_results(results, out_dir / "results.png")
     say("")
     say(format_table(results))
+    if not results["valid"]:
+        say("\n!!! INVALID RUN: a stage missed its target (see 'stages' in results.json)")
+    missed = [k for k, ok in checks.items() if not ok]
+    if missed:
+        say(f"\n!!! outside the expected ranges: {', '.join(missed)} (see 'checks' in results.json)")
     say(f"\nwrote {out_dir / 'results.json'}, {out_dir / 'results.png'} and the models; "
         f"total {results['timings_s']['total_s']:.0f} s")
     return results
 
 
 def format_table(results: dict[str, Any]) -> str:
-    """The printed table: accuracy ± 1.96·se per model, and the gain over the SFT start."""
+    """The printed table: accuracy ± 1.96·se per model, the gain over the SFT start, and the
+    range a valid run is expected in."""
     n = results["n_eval"]
     se = results["stderr"]
     before = results["student_accuracy_before"]
+    exp = results.get("expected", {})
+    t_lo, t_hi = exp.get("teacher_accuracy", (float("nan"), float("nan")))
+    s_lo, s_hi = exp.get("student_accuracy_before", (float("nan"), float("nan")))
+    min_gain = exp.get("askd_gain_min")
     lines = [
         f"Held-out accuracy (greedy, exact match, n = {n}; ± is the 95% interval)",
-        f"{'model':<28}{'accuracy':>16}{'vs SFT start':>28}",
-        f"{'teacher':<28}{results['teacher_accuracy']:>9.3f} ± {1.96 * se['teacher']:.3f}",
-        f"{'student before (SFT)':<28}{before:>9.3f} ± {1.96 * se['student_before']:.3f}",
+        f"{'model':<26}{'accuracy':>16}{'vs SFT start':>32}   expected",
+        f"{'teacher':<26}{results['teacher_accuracy']:>9.3f} ± {1.96 * se['teacher']:.3f}{'':>32}   "
+        f"{t_lo:.2f}–{t_hi:.2f}",
+        f"{'student before (SFT)':<26}{before:>9.3f} ± {1.96 * se['student_before']:.3f}{'':>32}   "
+        f"{s_lo:.2f}–{s_hi:.2f}",
     ]
     for m, acc in results["methods"].items():
         p = results["paired_vs_sft"][m]
         lo, hi = p["ci95"]
         gain = f"{acc - before:+.3f} [{lo:+.3f}, {hi:+.3f}] p={p['p_value']:.1g}"
-        lines.append(f"{'student after ' + m:<28}{acc:>9.3f} ± {1.96 * se[m]:.3f}  {gain:>26}")
+        want = f"gain ≥ +{min_gain:.2f}" if m == "askd" and min_gain is not None else "(comparison)"
+        lines.append(f"{'student after ' + m:<26}{acc:>9.3f} ± {1.96 * se[m]:.3f}  {gain:>30}   {want}")
     return "\n".join(lines)
+
+
+def _failed(setup: ToySetup, s: ToySettings, seed: int, env: dict[str, Any], message: str) -> dict[str, Any]:
+    """The ``results.json`` of a run stopped by a missed stage (no accuracies to report)."""
+    return {
+        "valid": False,
+        "error": message,
+        "stages": {k: dataclasses.asdict(v) for k, v in setup.stages.items()},
+        "teacher_accuracy": setup.teacher_eval.accuracy if setup.teacher_eval is not None else None,
+        "student_accuracy_before": setup.student_eval.accuracy if setup.student_eval is not None else None,
+        "timings_s": {k: round(v, 2) for k, v in setup.timings.items()},
+        "settings": dataclasses.asdict(s),
+        "seed": seed,
+        "expected": expected_ranges(s),
+        "environment": env,
+    }
 
 
 def plot_results(results: dict[str, Any], path: str | os.PathLike[str]) -> None:
@@ -228,6 +358,9 @@ def plot_results(results: dict[str, Any], path: str | os.PathLike[str]) -> None:
     ax1.set_ylim(0, 1.08)
     ax1.set_ylabel(f"held-out accuracy (n = {results['n_eval']}, 95% CI)")
     ax1.set_title("Toy task: teacher, SFT start, distilled students")
+    if not results.get("valid", True):
+        fig.suptitle("INVALID RUN: a stage missed its target (see results.json 'stages')", color="red",
+                     fontsize=13, fontweight="bold")
     for i, (m, curve) in enumerate(results["curves"].items()):
         xs = [c["step"] for c in curve if c["sgo_accuracy"] is not None]
         ys = [c["sgo_accuracy"] for c in curve if c["sgo_accuracy"] is not None]

@@ -4,6 +4,7 @@ Nothing is downloaded: models are built from a :class:`transformers.LlamaConfig`
 weights (seeded), and saved with ``save_pretrained`` together with the character tokenizer.
 """
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -15,7 +16,17 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from askd_ref.engine.forward import sequence_logprobs
 from askd_ref.engine.tokens import encode_prompt, encode_response, pad_batch
 
-__all__ = ["problem_batches", "sft_train", "tiny_llama"]
+__all__ = ["Check", "problem_batches", "sft_train", "tiny_llama"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """What a stopping rule saw at one check: the metric it reads, and whether training may stop."""
+
+    value: float
+    """The metric the rule compares with its target (shown in the progress bar)."""
+    done: bool
+    """``True`` ends training."""
 
 
 def tiny_llama(
@@ -76,8 +87,9 @@ def sft_train(
     seed: int = 0,
     progress: bool = True,
     desc: str = "sft",
-    stop: Callable[[int], bool] | None = None,
+    stop: Callable[[int], "bool | Check"] | None = None,
     check_every: int = 0,
+    metric_name: str = "metric",
 ) -> list[float]:
     """Supervised fine-tuning on (prompt, response) pairs: token-mean NLL of the responses (+EOS).
 
@@ -90,8 +102,10 @@ def sft_train(
         device, autocast_dtype: where to train; ``autocast_dtype`` (e.g. ``torch.bfloat16``)
             runs forwards under autocast.
         seed: torch seed for anything random in the model (none in a dropout-free Llama).
-        stop: optional ``step ↦ bool`` called every ``check_every`` steps; ``True`` ends training
-            early (e.g. when a held-out accuracy reaches a target).
+        stop: optional ``step ↦ bool | Check`` called every ``check_every`` steps; ``True`` (or a
+            :class:`Check` with ``done``) ends training early (e.g. when a held-out accuracy
+            reaches a target). A :class:`Check`'s value is shown in the progress bar as
+            ``metric_name``.
 
     Returns:
         The loss of every step taken.
@@ -111,6 +125,7 @@ def sft_train(
     vocab = len(tokenizer)
     losses: list[float] = []
     bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False)
+    shown: dict[str, str] = {}
     for step in bar:
         pairs = next_batch(step)
         batch = pad_batch(
@@ -132,17 +147,30 @@ def sft_train(
         optimizer.zero_grad(set_to_none=True)
         losses.append(float(loss.detach()))
         if step % 20 == 0:
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
-        if stop is not None and check_every > 0 and (step + 1) % check_every == 0 and stop(step + 1):
-            break
+            shown["loss"] = f"{losses[-1]:.3f}"
+            bar.set_postfix(shown)
+        if stop is not None and check_every > 0 and (step + 1) % check_every == 0:
+            check = stop(step + 1)
+            if isinstance(check, Check):
+                shown[metric_name] = f"{check.value:.3f}"
+                bar.set_postfix(shown)
+                check = check.done
+            if check:
+                break
     model.eval()
     return losses
 
 
-def problem_batches(pool: Any, batch_size: int, *, seed: int | str) -> Callable[[int], list[tuple[str, str]]]:
-    """``step ↦ batch`` of (prompt, reference solution) pairs drawn from a toy problem pool."""
+def problem_batches(
+    pool: Any, batch_size: int, *, seed: int | str, flaw: Any = None
+) -> Callable[[int], list[tuple[str, str]]]:
+    """``step ↦ batch`` of (prompt, solution) pairs drawn from a toy problem pool.
+
+    The solutions are the reference ones, or, with ``flaw`` (a :class:`~askd_ref.toy.task.CarryFlaw`),
+    written with that systematic error (the teacher's training data).
+    """
 
     def next_batch(step: int) -> list[tuple[str, str]]:
-        return [(p.prompt, p.solution) for p in pool.draw(batch_size, seed=f"{seed}-{step}")]
+        return [(p.prompt, p.flawed_solution(flaw)) for p in pool.draw(batch_size, seed=f"{seed}-{step}")]
 
     return next_batch

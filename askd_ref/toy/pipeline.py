@@ -1,16 +1,22 @@
 """The toy distillation pipeline shared by ``askd demo`` and ``askd bench quality``.
 
-1. :func:`train_teacher` — a small Llama trained from scratch by SFT on reference solutions,
-   stopped as soon as its greedy accuracy on a dev set reaches ``teacher_target`` (so it is
-   imperfect: roughly 70–90 %, and its sampled outputs vary in quality).
-2. :func:`train_student_sft` — a smaller Llama, briefly SFT-trained on reference solutions (the
-   common starting point of every distillation method).
+1. :func:`train_teacher` — a small Llama trained from scratch by SFT on solutions with a
+   systematic flaw (:class:`~askd_ref.toy.task.CarryFlaw`), until it reproduces its own training
+   data on unseen dev problems (``teacher_fit_target``). It is imperfect by its data — right on
+   ≈ 83 % of problems — not by being stopped early, so its accuracy does not depend on when a
+   loss plateau ends (which varies with the CPU's floating-point reduction order).
+2. :func:`train_student_sft` — a smaller Llama, briefly SFT-trained on reference solutions until
+   its dev accuracy reaches ``student_target`` (the common starting point of every method).
 3. :func:`teacher_outputs` — TGOs sampled from the teacher for the distillation prompts.
 4. :func:`distill` — :class:`~askd_ref.trainer.ASKDTrainer` with one method from that start, with
    the same prompts, TGOs, steps and batch size for every method.
 5. :func:`evaluate` — greedy accuracy on the held-out problems (exact match).
 
-Every stage is deterministic given :class:`ToySettings` and a seed (CPU).
+Every stage is deterministic given :class:`ToySettings`, a seed and a float environment (CPU
+capability, threads). Each stage with a stopping rule records a :class:`StageRecord`; one that
+misses its target raises :class:`StageMissed` (one line: the stage, the target, what was reached,
+what to try) unless the caller allows misses, in which case the record says so and the results
+are marked invalid.
 """
 
 import copy
@@ -23,18 +29,24 @@ from typing import Any
 
 import torch
 
+from askd_ref.data import Prompt
 from askd_ref.engine.evaluate import EvalResult, evaluate_model
 from askd_ref.generation import generate
 from askd_ref.options import ASKDOptions
+from askd_ref.quality import QualitySignal, get_signal
 from askd_ref.quality.math import ExactMatch
-from askd_ref.toy.models import problem_batches, sft_train, tiny_llama
-from askd_ref.toy.task import Problem, ProblemPool, ToyTask
+from askd_ref.toy.models import Check, problem_batches, sft_train, tiny_llama
+from askd_ref.toy.task import CarryFlaw, Problem, ProblemPool, ToyTask
 from askd_ref.toy.tokenizer import build_tokenizer
 from askd_ref.trainer import METHOD_NEEDS, ASKDConfig, ASKDTrainer, PromptItem, Response
 
 __all__ = [
+    "PRESETS",
+    "SMOKE_SETTINGS",
     "DistillResult",
     "ModelSize",
+    "StageMissed",
+    "StageRecord",
     "ToySettings",
     "ToySetup",
     "distill",
@@ -63,32 +75,43 @@ class ToySettings:
     width: int = 2
     """Digits per operand of the addition task."""
     n_eval: int = 1000
-    """Held-out evaluation problems (greedy exact match)."""
+    """Held-out evaluation problems (greedy decoding, scored by exact match)."""
     n_dev: int = 200
     """Dev problems for the SFT stopping rules: drawn from the training pool and then removed
     from it, so they measure accuracy on unseen problems."""
-    teacher: ModelSize = ModelSize(48, 2, 4)
-    teacher_max_steps: int = 1500
-    teacher_lr: float = 2e-3
-    teacher_target: float = 0.8
-    """The teacher stops training once its dev accuracy reaches this (checked every
-    ``teacher_check_every`` steps after ``teacher_min_steps``)."""
-    teacher_check_every: int = 25
-    teacher_min_steps: int = 400
+    flaw: CarryFlaw = CarryFlaw()  # noqa: RUF009  (frozen dataclass: an immutable default)
+    """The systematic error in the teacher's training data (sets the teacher's accuracy)."""
+    teacher: ModelSize = ModelSize(64, 2, 4)
+    teacher_max_steps: int = 3000
+    """Step cap of the teacher's SFT; reaching it without the target stops the run."""
+    teacher_lr: float = 3e-3
+    teacher_fit_target: float = 0.97
+    """The teacher trains until its greedy answers on the dev problems match its (flawed)
+    training data on this fraction of them: it has learned its data, flaw included."""
+    teacher_check_every: int = 50
+    teacher_min_steps: int = 200
+    teacher_band: tuple[float, float] = (0.75, 0.90)
+    """Expected held-out accuracy of a teacher that has learned its data (1 − the flaw's share,
+    0.83, up to the fit target's slack); outside it the stage is reported as missed."""
     student: ModelSize = ModelSize(32, 2, 4)
-    student_sft_steps: int = 1500
-    """Maximal SFT steps of the student."""
+    student_sft_steps: int = 2000
+    """Step cap of the student's SFT; reaching it without the target stops the run."""
     student_lr: float = 3e-3
     student_target: float | None = 0.3
-    """The student's SFT stops once its dev accuracy reaches this (``None``: run all steps)."""
+    """The student's SFT stops once its dev accuracy reaches this (``None``: run all steps,
+    no stopping rule)."""
     student_min_steps: int = 150
     """First step at which the student's stopping rule is checked."""
+    student_check_every: int = 25
     sft_batch_size: int = 64
     n_prompts: int = 512
     """Distinct distillation prompts (from the training pool)."""
     tgo_per_prompt: int = 1
     tgo_temperature: float = 1.0
     """Sampling temperature of the teacher's outputs (1: the teacher's own distribution)."""
+    quality: str = "exact_match"
+    """Quality signal of the distillation (``"exact_match"``: r ∈ {0, 1}; ``"digit_credit"``:
+    graded partial credit). Evaluation always uses exact match."""
     distill_steps: int = 200
     distill_batch_size: int = 32
     """Prompts per optimizer step (each brings its TGOs and ``sgo_per_prompt`` SGOs)."""
@@ -99,6 +122,50 @@ class ToySettings:
     loss_path: str = "chunked"
     max_new_tokens: int = 12
     warmup_steps: int = 10
+    min_gain: float | None = 0.10
+    """Smallest accepted gain of ASKD over the SFT start (checked and printed by the demo;
+    ``None``: not checked, e.g. for the short smoke preset)."""
+
+
+#: A reduced configuration for a quick check of the stages and their guards (``askd demo
+#: --preset smoke``, the CI pipeline test): the demo's task, models, stopping rules and targets,
+#: with fewer evaluation problems and a short distillation (whose gain is not checked).
+SMOKE_SETTINGS = ToySettings(n_eval=200, n_dev=100, n_prompts=64, distill_steps=10, min_gain=None)
+
+#: The named presets of ``askd demo --preset``.
+PRESETS: dict[str, ToySettings] = {"demo": ToySettings(), "smoke": SMOKE_SETTINGS}
+
+
+@dataclasses.dataclass(frozen=True)
+class StageRecord:
+    """The outcome of one stage's stopping rule (written to ``results.json``)."""
+
+    stage: str
+    metric: str
+    """What the rule reads (e.g. ``"dev fit to its training data"``)."""
+    target: float
+    value: float
+    """The last value the rule read (at ``steps``)."""
+    steps: int
+    cap: int
+    reached: bool
+    """Whether the rule's target was reached within the cap (and any band held)."""
+    note: str = ""
+
+
+class StageMissed(RuntimeError):
+    """A stage with a stopping rule missed its target: the run's results would not be valid.
+
+    The message is one line naming the stage, the target, what was reached and what to try.
+    """
+
+    def __init__(self, record: StageRecord, hint: str) -> None:
+        self.record = record
+        super().__init__(
+            f"{record.stage}: target not reached — {record.metric} {record.value:.3f} after "
+            f"{record.steps} of {record.cap} steps, target {record.target:.3f}"
+            f"{'; ' + record.note if record.note else ''}. Try: {hint}"
+        )
 
 
 @dataclasses.dataclass
@@ -119,6 +186,8 @@ class ToySetup:
     student_eval: EvalResult | None = None
     items: list[PromptItem] = dataclasses.field(default_factory=list)
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
+    stages: dict[str, StageRecord] = dataclasses.field(default_factory=dict)
+    """Stopping-rule outcomes by stage name (``"teacher"``, ``"student"``)."""
 
 
 def make_setup(settings: ToySettings, *, seed: int = 0, split_seed: int | None = None) -> ToySetup:
@@ -149,10 +218,38 @@ def _autocast(dtype: str) -> torch.dtype | None:
     return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype)
 
 
+def _accuracy(model: Any, setup: ToySetup, prompts: Sequence[Prompt]) -> float:
+    """Greedy exact-match accuracy on ``prompts`` (a stopping rule's check); leaves ``model`` training."""
+    acc = evaluate_model(
+        model, setup.tokenizer, prompts, ExactMatch(), max_new_tokens=setup.settings.max_new_tokens
+    ).accuracy
+    model.train()
+    return acc
+
+
+def _finish_stage(setup: ToySetup, record: StageRecord, hint: str, *, allow_miss: bool) -> None:
+    setup.stages[record.stage] = record
+    if not record.reached and not allow_miss:
+        raise StageMissed(record, hint)
+
+
 def train_teacher(
-    setup: ToySetup, *, teacher_seed: int = 0, device: str = "cpu", dtype: str = "fp32", progress: bool = True
+    setup: ToySetup,
+    *,
+    teacher_seed: int = 0,
+    device: str = "cpu",
+    dtype: str = "fp32",
+    progress: bool = True,
+    allow_miss: bool = False,
 ) -> None:
-    """Train the teacher from scratch until its dev accuracy reaches ``teacher_target``."""
+    """Train the teacher from scratch on flawed solutions until it reproduces its data.
+
+    The stopping rule reads the dev *fit*: the fraction of unseen dev problems on which the
+    teacher's greedy answer equals its (flawed) training data's answer. Once it reaches
+    ``teacher_fit_target`` the teacher has learned the task and the flaw; its held-out accuracy
+    is then ≈ 1 − the flaw's share and must lie in ``teacher_band``. Missing either raises
+    :class:`StageMissed` unless ``allow_miss``.
+    """
     s = setup.settings
     t0 = time.perf_counter()
     model = tiny_llama(
@@ -163,21 +260,20 @@ def train_teacher(
         seed=1000 + teacher_seed,
     )
     dev_problems = setup.pool.distinct(s.n_dev, seed=f"dev-{teacher_seed}")
-    dev = [p.to_prompt() for p in dev_problems]
+    dev = [Prompt(prompt=p.prompt, reference=str(p.flawed_answer(s.flaw))) for p in dev_problems]
     train_pool = setup.pool.without(dev_problems)  # the stopping rule sees unseen problems only
-    signal = ExactMatch()
+    last = [0.0]
 
-    def reached(step: int) -> bool:
+    def fit(step: int) -> Check:
         if step < s.teacher_min_steps:
-            return False
-        acc = evaluate_model(model, setup.tokenizer, dev, signal, max_new_tokens=s.max_new_tokens).accuracy
-        model.train()
-        return acc >= s.teacher_target
+            return Check(last[0], False)
+        last[0] = _accuracy(model, setup, dev)
+        return Check(last[0], last[0] >= s.teacher_fit_target)
 
     losses = sft_train(
         model,
         setup.tokenizer,
-        problem_batches(train_pool, s.sft_batch_size, seed=f"teacher-{teacher_seed}"),
+        problem_batches(train_pool, s.sft_batch_size, seed=f"teacher-{teacher_seed}", flaw=s.flaw),
         steps=s.teacher_max_steps,
         lr=s.teacher_lr,
         device=device,
@@ -185,19 +281,44 @@ def train_teacher(
         seed=teacher_seed,
         progress=progress,
         desc="teacher sft",
-        stop=reached,
+        stop=fit,
         check_every=s.teacher_check_every,
+        metric_name="dev fit",
     )
     setup.teacher = model
     setup.teacher_steps = len(losses)
     setup.timings["teacher_train_s"] = time.perf_counter() - t0
     setup.teacher_eval = evaluate(setup, model, progress=progress, desc="eval teacher")
+    fitted = last[0] >= s.teacher_fit_target
+    lo, hi = s.teacher_band
+    acc = setup.teacher_eval.accuracy
+    in_band = lo <= acc <= hi
+    note = "" if in_band or not fitted else f"held-out accuracy {acc:.3f} outside the band [{lo}, {hi}]"
+    record = StageRecord(
+        "teacher SFT", "dev fit to its training data", s.teacher_fit_target, last[0],
+        len(losses), s.teacher_max_steps, fitted and in_band, note,
+    )
+    _finish_stage(
+        setup, record,
+        "a larger step cap (ToySettings.teacher_max_steps), another --seed, or --allow-miss to continue "
+        "with the results marked invalid",
+        allow_miss=allow_miss,
+    )
 
 
 def train_student_sft(
-    setup: ToySetup, *, device: str = "cpu", dtype: str = "fp32", progress: bool = True
+    setup: ToySetup,
+    *,
+    device: str = "cpu",
+    dtype: str = "fp32",
+    progress: bool = True,
+    allow_miss: bool = False,
 ) -> None:
-    """Initialise the student and train it briefly on reference solutions."""
+    """Initialise the student and train it briefly on reference solutions.
+
+    Stops once its dev accuracy reaches ``student_target``; reaching the step cap first raises
+    :class:`StageMissed` unless ``allow_miss``.
+    """
     s = setup.settings
     t0 = time.perf_counter()
     model = tiny_llama(
@@ -210,15 +331,14 @@ def train_student_sft(
     dev_problems = setup.pool.distinct(s.n_dev, seed=f"dev-student-{setup.seed}")
     dev = [p.to_prompt() for p in dev_problems]
     train_pool = setup.pool.without(dev_problems)
-    signal = ExactMatch()
     target = s.student_target
+    last = [0.0]
 
-    def reached(step: int) -> bool:
+    def reached(step: int) -> Check:
         if target is None or step < s.student_min_steps:
-            return False
-        acc = evaluate_model(model, setup.tokenizer, dev, signal, max_new_tokens=s.max_new_tokens).accuracy
-        model.train()
-        return acc >= target
+            return Check(last[0], False)
+        last[0] = _accuracy(model, setup, dev)
+        return Check(last[0], last[0] >= target)
 
     losses = sft_train(
         model,
@@ -232,12 +352,24 @@ def train_student_sft(
         progress=progress,
         desc="student sft",
         stop=reached,
-        check_every=s.teacher_check_every,
+        check_every=s.student_check_every,
+        metric_name="dev acc",
     )
     setup.student = model
     setup.student_steps = len(losses)
     setup.timings["student_sft_s"] = time.perf_counter() - t0
     setup.student_eval = evaluate(setup, model, progress=progress, desc="eval student (SFT)")
+    if target is not None:
+        record = StageRecord(
+            "student SFT", "dev accuracy", target, last[0], len(losses), s.student_sft_steps,
+            last[0] >= target,
+        )
+        _finish_stage(
+            setup, record,
+            "a larger step cap (ToySettings.student_sft_steps), another --seed, or --allow-miss to continue "
+            "with the results marked invalid",
+            allow_miss=allow_miss,
+        )
 
 
 def teacher_outputs(setup: ToySetup, *, progress: bool = True) -> None:
@@ -256,13 +388,15 @@ def teacher_outputs(setup: ToySetup, *, progress: bool = True) -> None:
         progress=progress,
         desc="teacher outputs",
     )
-    setup.items = prompt_items(problems, gens, s.tgo_per_prompt)
+    setup.items = prompt_items(problems, gens, s.tgo_per_prompt, signal=get_signal(s.quality))
     setup.timings["tgo_generation_s"] = time.perf_counter() - t0
 
 
-def prompt_items(problems: Sequence[Problem], gens: Sequence[Any], per_prompt: int) -> list[PromptItem]:
-    """Prompt rows with their TGOs, quality-scored by exact match."""
-    signal = ExactMatch()
+def prompt_items(
+    problems: Sequence[Problem], gens: Sequence[Any], per_prompt: int, *, signal: QualitySignal | None = None
+) -> list[PromptItem]:
+    """Prompt rows with their TGOs, quality-scored by ``signal`` (default exact match)."""
+    signal = signal or ExactMatch()
     items: list[PromptItem] = []
     for i, p in enumerate(problems):
         mine = gens[i * per_prompt : (i + 1) * per_prompt]
@@ -298,11 +432,12 @@ def distill(
     output_dir: str | None = None,
     progress: bool = True,
     evaluate_after: bool = True,
+    lr: float | None = None,
 ) -> DistillResult:
     """Distil the teacher into a copy of the SFT student with ``method`` (same budget for all).
 
     ``overrides`` replaces fields of the :class:`ASKDConfig` built from the settings (e.g.
-    ``{"sgo_regime": "batched"}``).
+    ``{"sgo_regime": "batched"}``); ``lr`` replaces ``settings.distill_lr``.
     """
     from transformers import TrainingArguments
 
@@ -312,7 +447,7 @@ def distill(
     fields: dict[str, Any] = {
         "method": method,
         "options": options or ASKDOptions(),
-        "quality": "exact_match",
+        "quality": s.quality,
         "sgo_regime": s.sgo_regime if METHOD_NEEDS[method].sgo else "none",
         "sgo_per_prompt": s.sgo_per_prompt,
         "temperature": s.sgo_temperature,
@@ -327,7 +462,7 @@ def distill(
             output_dir=output_dir or os.path.join(tmp, "run"),
             per_device_train_batch_size=s.distill_batch_size,
             max_steps=s.distill_steps,
-            learning_rate=s.distill_lr,
+            learning_rate=s.distill_lr if lr is None else lr,
             lr_scheduler_type="cosine",
             warmup_steps=s.warmup_steps,
             weight_decay=0.0,

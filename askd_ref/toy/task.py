@@ -10,15 +10,20 @@ then ``>`` and the sum itself, zero-padded to ``width + 1`` digits::
 
 The final answer is the last number of the response, so the exact-match quality signal
 (:class:`askd_ref.quality.math.ExactMatch`, reference ``"132"``) scores a response 1 if it ends
-with the right sum and 0 otherwise. Problems are drawn deterministically from a seed; the
-evaluation set is disjoint from every training draw (:meth:`ToyTask.split`).
+with the right sum and 0 otherwise; the graded signal :class:`askd_ref.toy.quality.DigitCredit`
+gives partial credit per correct character of the working and the answer. Problems are drawn
+deterministically from a seed; the evaluation set is disjoint from every training draw
+(:meth:`ToyTask.split`).
+
+The teacher is made imperfect by its *data*, not by stopping it early: it is trained to
+convergence on solutions with a systematic flaw (:class:`CarryFlaw`: the carry out of the units
+column is dropped when the units digits sum to 10 or 11, 17 % of the problems). Its accuracy is
+then set by the flaw (≈ 0.83), not by when a loss plateau happens to end — which depends on the
+CPU's floating-point reduction order.
 
 Why this format: tiny causal LMs learn digit-aligned, least-significant-first arithmetic in a
 few hundred steps, and copy the reversed working back in order; without the working, or with
-unpadded operands, they do not learn it in minutes of CPU time
-(measured on a 2-core CPU in the project's research notes on the toy task). Carries make some
-problems harder than others, so a briefly trained teacher is right on most problems but not
-all — the imperfect teacher whose outputs vary in quality that the demo needs.
+unpadded operands, they do not learn it in minutes of CPU time (measured on 2-core CPUs).
 """
 
 import dataclasses
@@ -27,7 +32,7 @@ from collections.abc import Iterator, Sequence
 
 from askd_ref.data import Prompt, Sample, Source
 
-__all__ = ["Problem", "ToyTask"]
+__all__ = ["CarryFlaw", "Problem", "ToyTask"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +91,23 @@ class Problem:
             a, b = a // 10, b // 10
         return count
 
+    def flawed_answer(self, flaw: "CarryFlaw | None") -> int:
+        """The sum as written by data with ``flaw`` (the true sum when ``flaw`` is ``None``)."""
+        if flaw is not None and flaw.applies(self):
+            return self.answer - 10
+        return self.answer
+
+    def flawed_solution(self, flaw: "CarryFlaw | None") -> str:
+        """:attr:`solution` as written by data with ``flaw`` (same format, flawed digits).
+
+        >>> Problem(47, 63).flawed_solution(CarryFlaw())   # units 7 + 3 = 10: carry dropped
+        '001>100'
+        >>> Problem(47, 85).flawed_solution(CarryFlaw()) == Problem(47, 85).solution  # 7 + 5 = 12
+        True
+        """
+        padded = f"{self.flawed_answer(flaw):0{self.width + 1}d}"
+        return f"{padded[::-1]}>{padded}"
+
     def to_prompt(self) -> Prompt:
         """This problem as a prompt record (with its reference answer)."""
         return Prompt(prompt=self.prompt, reference=self.reference)
@@ -98,6 +120,42 @@ class Problem:
             source=source,
             reference=self.reference,
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class CarryFlaw:
+    """A systematic error in the teacher's training data: the carry out of the units column is
+    dropped when the units digits sum to one of ``units_sums``.
+
+    With the default ``(10, 11)``, 17 of the 100 units-digit pairs are affected, so a teacher that
+    has learned its data exactly is right on 83 % of uniformly drawn problems
+    (:meth:`affected_fraction`), whatever the width.
+
+    >>> flaw = CarryFlaw()
+    >>> flaw.applies(Problem(47, 63)), flaw.applies(Problem(47, 85)), flaw.affected_fraction()
+    (True, False, 0.17)
+    """
+
+    units_sums: tuple[int, ...] = (10, 11)
+    """Units-column sums (10–18: the ones that carry) whose carry the flawed data drops."""
+
+    def __post_init__(self) -> None:
+        bad = [
+            v for v in self.units_sums if isinstance(v, bool) or not isinstance(v, int) or not 10 <= v <= 18
+        ]
+        if bad or not self.units_sums or len(set(self.units_sums)) != len(self.units_sums):
+            raise ValueError(
+                f"units_sums must be distinct ints in [10, 18] (sums that carry), got {self.units_sums!r}"
+            )
+
+    def applies(self, problem: Problem) -> bool:
+        """Whether ``problem``'s flawed solution differs from the true one."""
+        return problem.a % 10 + problem.b % 10 in self.units_sums
+
+    def affected_fraction(self) -> float:
+        """Fraction of uniformly drawn problems the flaw changes (exact, by counting digit pairs)."""
+        hits = sum(1 for x in range(10) for y in range(10) if x + y in self.units_sums)
+        return hits / 100
 
 
 @dataclasses.dataclass(frozen=True)
