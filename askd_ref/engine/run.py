@@ -16,8 +16,9 @@ have complete examples)::
     quality: exact_match                  # quality signal name, or null
     quality_kwargs: {}
     sgo: {regime: on_policy, per_prompt: 1, temperature: 1.0, top_p: 1.0,
-          max_new_tokens: 256, batch_size: 16}
-    loss: {path: chunked, chunk_size: 256}
+          max_new_tokens: 256, batch_size: 16, lmbda: null}   # lmbda: GKD's on-policy fraction
+    loss: {path: chunked, chunk_size: 256, temperature: 1.0, reduction: sample,
+           alpha: null, beta: null, loss_type: null, eps_a: null, gradual_beta: false}
     device: cuda                          # cpu | cuda[:N]
     dtype: bf16                           # fp32 | bf16 | fp16: mixed precision (student weights fp32)
     teacher_dtype: null                   # dtype of the frozen teacher's weights (default: dtype)
@@ -44,8 +45,10 @@ _TOP_KEYS = {
     "sgo", "loss", "device", "dtype", "teacher_dtype", "eval", "training",
 }
 _DATA_KEYS = {"train", "eval", "skip_bad_lines", "max_prompts"}
-_SGO_KEYS = {"regime", "per_prompt", "temperature", "top_p", "max_new_tokens", "batch_size"}
-_LOSS_KEYS = {"path", "chunk_size"}
+_SGO_KEYS = {"regime", "per_prompt", "temperature", "top_p", "max_new_tokens", "batch_size", "lmbda"}
+_LOSS_KEYS = {
+    "path", "chunk_size", "temperature", "reduction", "alpha", "beta", "loss_type", "eps_a", "gradual_beta",
+}
 _EVAL_KEYS = {"max_new_tokens", "batch_size", "temperature"}
 
 
@@ -136,14 +139,15 @@ def load_run_config(path: str | os.PathLike[str]) -> DistillRunConfig:
         ("top_p", "top_p"),
         ("max_new_tokens", "max_new_tokens"),
         ("batch_size", "generation_batch_size"),
+        ("lmbda", "lmbda"),
     )
     for src, dst in renames:
         if src in sgo:
             askd_fields[dst] = sgo[src]
-    if "path" in loss:
-        askd_fields["loss_path"] = loss["path"]
-    if "chunk_size" in loss:
-        askd_fields["chunk_size"] = loss["chunk_size"]
+    # loss.temperature is the loss τ (ASKDConfig.loss_temperature); sgo.temperature samples
+    loss_renames = {"path": "loss_path", "temperature": "loss_temperature"}
+    for key, value in loss.items():
+        askd_fields[loss_renames.get(key, key)] = value
     try:
         askd = ASKDConfig(**askd_fields)
     except (TypeError, ValueError) as err:
