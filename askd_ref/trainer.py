@@ -62,6 +62,7 @@ __all__ = [
     "PromptDataset",
     "PromptItem",
     "Response",
+    "prompt_items_from_records",
     "prompt_items_from_samples",
 ]
 
@@ -355,6 +356,37 @@ def prompt_items_from_samples(samples: Sequence[Sample]) -> list[PromptItem]:
     return items
 
 
+def prompt_items_from_records(records: Any, tokenizer: Any) -> list[PromptItem]:
+    """:class:`PromptItem` rows from an iterable of record dicts (e.g. a ``datasets.Dataset``).
+
+    Each row is read as a spec §8 record (:meth:`askd_ref.data.Sample.from_record`; columns that
+    are ``None`` in a row count as absent and a missing ``source`` means ``"teacher"``); chat
+    rows (``messages``) get their prompts rendered with ``tokenizer``'s chat template; then the
+    rows are grouped by prompt (:func:`prompt_items_from_samples`).
+    """
+    from askd_ref.engine.tokens import render_chat_prompts
+
+    samples: list[Sample] = []
+    for i, row in enumerate(records):
+        if not isinstance(row, Mapping):
+            raise TypeError(f"row {i} of the training data must be a mapping, got {type(row).__name__}")
+        record = {k: v for k, v in row.items() if v is not None}
+        record.setdefault("source", "teacher")
+        try:
+            samples.append(Sample.from_record(record))
+        except ValueError as err:
+            raise ValueError(f"row {i} of the training data: {err}") from None
+    return prompt_items_from_samples(render_chat_prompts(samples, tokenizer))
+
+
+def _is_hf_dataset(obj: object) -> bool:
+    """A ``datasets.Dataset`` (checked without importing ``datasets`` when it is not loaded)."""
+    import sys
+
+    module = sys.modules.get("datasets")
+    return module is not None and isinstance(obj, module.Dataset)
+
+
 class PromptDataset(Dataset[PromptItem]):
     """A list of :class:`PromptItem` as a torch dataset (indices must be 0..n−1 in order)."""
 
@@ -435,7 +467,11 @@ class ASKDTrainer(Trainer):
         args: :class:`transformers.TrainingArguments` (batch size = prompts per device;
             ``remove_unused_columns`` is forced off).
         config: :class:`ASKDConfig`.
-        train_dataset: a :class:`PromptDataset` or a sequence of :class:`PromptItem`.
+        train_dataset: a :class:`PromptDataset`, a sequence of :class:`PromptItem`, or a
+            :class:`datasets.Dataset` whose rows are spec §8 records — ``prompt``/``response`` or
+            chat ``messages`` columns, optional ``source`` (default ``"teacher"``), ``quality``,
+            ``reference``, ``tests``, ``behaviour_logprob`` (see
+            :func:`prompt_items_from_records`).
         processing_class: the shared tokenizer.
         quality_signal: a :class:`~askd_ref.quality.QualitySignal` overriding ``config.quality``.
         **kwargs: passed to :class:`transformers.Trainer` (callbacks, optimizers, …).
@@ -449,7 +485,7 @@ class ASKDTrainer(Trainer):
         teacher: Any,
         args: Any,
         config: ASKDConfig,
-        train_dataset: PromptDataset | Sequence[PromptItem],
+        train_dataset: PromptDataset | Sequence[PromptItem] | Any,
         processing_class: Any,
         quality_signal: QualitySignal | None = None,
         **kwargs: Any,
@@ -460,6 +496,8 @@ class ASKDTrainer(Trainer):
             raise ValueError("processing_class (the shared tokenizer) is required")
         if teacher is None and config.method != "seqkd":
             raise ValueError(f"method {config.method!r} needs a teacher model")
+        if _is_hf_dataset(train_dataset):
+            train_dataset = prompt_items_from_records(train_dataset, processing_class)
         dataset = train_dataset if isinstance(train_dataset, PromptDataset) else PromptDataset(train_dataset)
         self.askd_config = config
         self.tokenizer = processing_class

@@ -221,7 +221,9 @@ def run_distill(
         if config.skip_bad_lines and part.num_skipped:
             print(part.skipped_report())
         samples.extend(part)
-    items = prompt_items_from_samples(samples)
+    from askd_ref.engine.tokens import render_chat_prompts
+
+    items = prompt_items_from_samples(render_chat_prompts(samples, tokenizer))  # chat records: template
     if config.max_prompts is not None:
         items = items[: int(config.max_prompts)]
     if not items:
