@@ -474,6 +474,10 @@ class ASKDTrainer(Trainer):
             :func:`prompt_items_from_records`).
         processing_class: the shared tokenizer.
         quality_signal: a :class:`~askd_ref.quality.QualitySignal` overriding ``config.quality``.
+        peft_config: a ``peft`` config (e.g. ``LoraConfig``): the student is wrapped with
+            ``peft.get_peft_model`` and only its adapter weights train; checkpoints and
+            :meth:`save_model` hold the adapter, :meth:`save_merged_model` writes the merged
+            model. The teacher is never wrapped. Needs the ``peft`` extra.
         **kwargs: passed to :class:`transformers.Trainer` (callbacks, optimizers, …).
     """
 
@@ -488,8 +492,11 @@ class ASKDTrainer(Trainer):
         train_dataset: PromptDataset | Sequence[PromptItem] | Any,
         processing_class: Any,
         quality_signal: QualitySignal | None = None,
+        peft_config: Any = None,
         **kwargs: Any,
     ) -> None:
+        if peft_config is not None:
+            model = _apply_peft(model, peft_config, teacher)
         if not isinstance(config, ASKDConfig):
             raise TypeError(f"config must be an ASKDConfig, got {type(config).__name__}")
         if processing_class is None:
@@ -953,6 +960,23 @@ class ASKDTrainer(Trainer):
 
     # ---- checkpoints -------------------------------------------------------------------------
 
+    def save_merged_model(self, output_dir: str) -> None:
+        """Write the student with its adapter merged into the base weights (a plain model).
+
+        The trainer's own model keeps its adapter (a copy is merged). Without PEFT this is
+        :meth:`save_model`.
+        """
+        model = self.accelerator.unwrap_model(self.model)
+        if not hasattr(model, "merge_and_unload"):
+            self.save_model(output_dir)
+            return
+        import copy
+
+        merged = copy.deepcopy(model).merge_and_unload()
+        if self.args.should_save:
+            merged.save_pretrained(output_dir)
+        self.accelerator.wait_for_everyone()
+
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
         """Write the checkpoint into ``tmp-checkpoint-N`` and rename it to ``checkpoint-N`` when complete.
 
@@ -1031,11 +1055,35 @@ def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]
     return torch.autocast(device_type=device.type, enabled=False)
 
 
+def _apply_peft(model: Any, peft_config: Any, teacher: Any) -> Any:
+    """``peft.get_peft_model(model, peft_config)``, refusing a model that is already wrapped."""
+    try:
+        import peft
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise ImportError("peft_config needs the peft package: pip install 'askd-ref[peft]'") from None
+    if not isinstance(peft_config, peft.PeftConfig):
+        raise TypeError(
+            f"peft_config must be a peft.PeftConfig (e.g. LoraConfig), got {type(peft_config).__name__}"
+        )
+    if isinstance(model, peft.PeftModel):
+        raise ValueError(
+            "the student is already a PeftModel; pass the base model with peft_config, or no peft_config"
+        )
+    if teacher is not None and teacher is model:
+        raise ValueError("teacher and student are the same object; the adapter would change the teacher")
+    return peft.get_peft_model(model, peft_config)
+
+
 def _head(model: Any, vocab: int) -> tuple[Tensor, Tensor | None]:
     """The output projection (weight, bias) of ``model``, sliced to the shared vocabulary."""
     head = model.get_output_embeddings()
     if head is None or getattr(head, "weight", None) is None:
         raise ValueError("the model has no output projection (get_output_embeddings() is None)")
+    if hasattr(head, "base_layer"):
+        raise ValueError(
+            "the output projection carries a PEFT adapter, which the chunked loss path (it reads "
+            "lm_head.weight) would ignore; leave lm_head out of target_modules or use loss_path='full'"
+        )
     bias = getattr(head, "bias", None)
     return head.weight[:vocab], (None if bias is None else bias[:vocab])
 

@@ -24,8 +24,12 @@ have complete examples)::
     teacher_dtype: null                   # dtype of the frozen teacher's weights (default: dtype)
     eval: {max_new_tokens: 256, batch_size: 32}
     training: {output_dir: runs/x, learning_rate: 1.0e-5, max_steps: 200, ...}  # TrainingArguments
+    peft: {r: 16, lora_alpha: 32, target_modules: all-linear, merge: true}      # optional LoRA
 
 ``training`` takes any :class:`transformers.TrainingArguments` field; ``output_dir`` is required.
+``peft`` (optional, needs the ``peft`` extra) takes any ``peft.LoraConfig`` field and ``merge``
+(default true): the student trains a LoRA adapter, ``<output_dir>/final`` holds the adapter and,
+with ``merge``, ``<output_dir>/final-merged`` the merged model.
 The final student and tokenizer are saved to ``<output_dir>/final``; metrics (train loss, and the
 eval accuracy when ``data.eval`` is set) to ``<output_dir>/metrics.json`` (atomically).
 """
@@ -42,7 +46,7 @@ __all__ = ["DistillRunConfig", "load_run_config", "run_distill"]
 
 _TOP_KEYS = {
     "teacher", "student", "tokenizer", "data", "method", "options", "quality", "quality_kwargs",
-    "sgo", "loss", "device", "dtype", "teacher_dtype", "eval", "training",
+    "sgo", "loss", "device", "dtype", "teacher_dtype", "eval", "training", "peft",
 }
 _DATA_KEYS = {"train", "eval", "skip_bad_lines", "max_prompts"}
 _SGO_KEYS = {"regime", "per_prompt", "temperature", "top_p", "max_new_tokens", "batch_size", "lmbda"}
@@ -80,6 +84,24 @@ class DistillRunConfig:
     dtype: str = "fp32"
     teacher_dtype: str | None = None
     eval_settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    peft: Mapping[str, Any] | None = None
+    """The ``peft:`` block (``LoraConfig`` fields and ``merge``), or ``None``."""
+
+
+def _lora_config(block: Mapping[str, Any], where: str) -> Any:
+    """A ``peft.LoraConfig`` (task CAUSAL_LM) from the ``peft:`` block, errors naming the file."""
+    try:
+        import peft
+    except ImportError:
+        raise ValueError(
+            f"{where}: the 'peft' block needs the peft package (pip install 'askd-ref[peft]')"
+        ) from None
+    fields = {k: v for k, v in block.items() if k != "merge"}
+    fields.setdefault("task_type", "CAUSAL_LM")
+    try:
+        return peft.LoraConfig(**fields)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{where}: peft: {err}") from None
 
 
 def load_run_config(path: str | os.PathLike[str]) -> DistillRunConfig:
@@ -152,6 +174,14 @@ def load_run_config(path: str | os.PathLike[str]) -> DistillRunConfig:
         askd = ASKDConfig(**askd_fields)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{where}: {err}") from None
+    peft_block = raw.get("peft")
+    if peft_block is not None:
+        if not isinstance(peft_block, Mapping):
+            raise ValueError(f"{where}: 'peft' must be a mapping of LoraConfig fields")
+        if not isinstance(peft_block.get("merge", True), bool):
+            raise ValueError(f"{where}: peft.merge must be true or false")
+        _lora_config(peft_block, where)  # validate now, not after the models are loaded
+        peft_block = dict(peft_block)
     out_dir = training["output_dir"]
     training = {**training, "output_dir": resolve(out_dir) if not os.path.isabs(out_dir) else out_dir}
     return DistillRunConfig(
@@ -168,6 +198,7 @@ def load_run_config(path: str | os.PathLike[str]) -> DistillRunConfig:
         dtype=str(raw.get("dtype", "fp32")),
         teacher_dtype=None if raw.get("teacher_dtype") is None else str(raw["teacher_dtype"]),
         eval_settings=ev,
+        peft=peft_block,
     )
 
 
@@ -248,12 +279,17 @@ def run_distill(
         config=config.askd,
         train_dataset=items,
         processing_class=tokenizer,
+        peft_config=None if config.peft is None else _lora_config(config.peft, "peft"),
     )
     result = trainer.train(resume_from_checkpoint=resume)
     output_dir = str(training["output_dir"])
     final = os.path.join(output_dir, "final")
     trainer.save_model(final)
     tokenizer.save_pretrained(final)
+    if config.peft is not None and config.peft.get("merge", True):
+        merged = os.path.join(output_dir, "final-merged")
+        trainer.save_merged_model(merged)
+        tokenizer.save_pretrained(merged)
     metrics: dict[str, Any] = {
         "method": config.askd.method,
         "train_loss": result.training_loss,
