@@ -182,6 +182,15 @@ class ASKDConfig:
     """``distillm2`` only: DistiLLM-2's schedule β = 1 + 0.5·min(1, 2·step/max_steps) of the term
     weight, recomputed every optimizer step (excludes a fixed ``beta``)."""
 
+    log_samples_every: int = 0
+    """Every this many optimizer steps (0: never), write a few of the step's TGOs and SGOs with
+    their quality, Δ, α and coefficient (w for TGOs, ĉ for SGOs) to
+    ``<output_dir>/samples.jsonl`` and, when a TensorBoard callback is active, as TensorBoard
+    text (tag ``samples``)."""
+
+    log_samples_count: int = 2
+    """How many TGOs and how many SGOs :attr:`log_samples_every` writes each time."""
+
     lmbda: float | None = None
     """GKD's on-policy fraction λ ∈ [0, 1] (``sgo_regime="on_policy"``, methods that train on both
     kinds): each optimizer step trains on freshly sampled SGOs with probability λ and on the
@@ -199,7 +208,10 @@ class ASKDConfig:
             )
         if self.loss_path not in ("chunked", "full"):
             raise ValueError(f"loss_path must be 'chunked' or 'full', got {self.loss_path!r}")
-        for name in ("sgo_per_prompt", "max_new_tokens", "generation_batch_size", "chunk_size"):
+        positive = (
+            "sgo_per_prompt", "max_new_tokens", "generation_batch_size", "chunk_size", "log_samples_count",
+        )
+        for name in positive:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -216,6 +228,9 @@ class ASKDConfig:
         lt = self.loss_temperature
         if isinstance(lt, bool) or not (isinstance(lt, int | float) and lt > 0 and math.isfinite(lt)):
             raise ValueError(f"loss_temperature must be a positive finite float, got {lt!r}")
+        every = self.log_samples_every
+        if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+            raise ValueError(f"log_samples_every must be a non-negative int, got {every!r}")
         if self.reduction not in REDUCTIONS:
             raise ValueError(f"reduction must be 'sample' or 'token', got {self.reduction!r}")
         check_method_params(
@@ -556,6 +571,7 @@ class ASKDTrainer(Trainer):
         self._window_counts: tuple[int, int, int, int] | None = None
         self._window_kinds: tuple[bool, bool] = (True, True)
         self._window_sgos: dict[int, tuple[Response, ...]] = {}
+        self._samples_logged_step: int | None = None
         self._diag_sums: dict[str, float] = defaultdict(float)
         self._diag_counts: dict[str, int] = defaultdict(int)
         if needs.sgo and config.sgo_regime == "batched":
@@ -759,6 +775,12 @@ class ASKDTrainer(Trainer):
         if self.askd_config.lmbda is not None and training:
             diagnostics["lmbda/on_policy_step"] = float(not self._window_kinds[0])
         self._record(diagnostics, rows)
+        every = self.askd_config.log_samples_every
+        step = int(self.state.global_step)
+        if training and every and step % every == 0 and self._samples_logged_step != step:
+            self._samples_logged_step = step
+            if self.is_world_process_zero():
+                self._log_samples(model, rows, step)
         loss = out.loss * self.world_size
         return (loss, {"diagnostics": out.diagnostics}) if return_outputs else loss
 
@@ -922,6 +944,74 @@ class ASKDTrainer(Trainer):
 
     # ---- diagnostics -------------------------------------------------------------------------
 
+    def sample_report(self, model: Any, rows: Sequence[_Row]) -> list[dict[str, Any]]:
+        """Per row: kind, prompt, response (text, ids), quality, Δ, α, coefficient (w on TGOs, ĉ on SGOs).
+
+        Δ is the pooled log-ratio of student to teacher (``options.normalize``, loss temperature)
+        from a no-gradient forward of both models; α and the coefficient follow from Δ and the
+        quality (None without a teacher or a quality).
+        """
+        from askd_ref.coefficients import clipped_sgo_coefficient, tgo_coefficient
+        from askd_ref.schedules import sgo_alpha, tgo_alpha
+        from askd_ref.sequence import pool
+
+        cfg = self.askd_config
+        opts = cfg.options
+        batch = self._token_batch(rows)
+        mask = batch.shifted_mask
+        delta: list[float | None] = [None] * len(rows)
+        if self.teacher is not None:
+            tau = float(cfg.loss_temperature)
+            with torch.no_grad(), _no_autocast(batch.input_ids.device):
+                s_tok, _ = sequence_logprobs(model, batch, self.vocab_size, temperature=tau)
+                t_tok, _ = sequence_logprobs(self.teacher, batch, self.vocab_size, temperature=tau)
+                d = pool(torch.where(mask, s_tok - t_tok, 0.0).double(), mask, opts.normalize)
+            delta = [float(x) for x in d]
+        out: list[dict[str, Any]] = []
+        for row, dl in zip(rows, delta, strict=True):
+            entry: dict[str, Any] = {
+                "kind": "tgo" if row.is_tgo else "sgo",
+                "prompt": row.item.prompt,
+                "response": row.response.text,
+                "response_ids": list(row.ids),
+                "quality": row.quality,
+                "delta": dl,
+                "alpha": None,
+                "coefficient": None,
+            }
+            if row.quality is not None:
+                r = torch.tensor(float(row.quality), dtype=torch.float64)
+                alpha = tgo_alpha(r, options=opts) if row.is_tgo else sgo_alpha(r, options=opts)
+                entry["alpha"] = float(alpha)
+                if dl is not None:
+                    dt = torch.tensor(dl, dtype=torch.float64)
+                    if row.is_tgo:
+                        coef = tgo_coefficient(dt, alpha)
+                    else:
+                        coef = clipped_sgo_coefficient(dt, r, options=opts)
+                    entry["coefficient"] = float(coef)
+            out.append(entry)
+        return out
+
+    def _log_samples(self, model: Any, rows: Sequence[_Row], step: int) -> None:
+        k = self.askd_config.log_samples_count
+        pick = [r for r in rows if r.is_tgo][:k] + [r for r in rows if not r.is_tgo][:k]
+        if not pick:
+            return
+        entries = self.sample_report(model, pick)
+        import json
+
+        out_dir = str(self.args.output_dir)
+        os.makedirs(out_dir, exist_ok=True)
+        with open(os.path.join(out_dir, "samples.jsonl"), "a", encoding="utf-8") as f:
+            for e in entries:
+                f.write(json.dumps({"step": step, **e}, ensure_ascii=False) + "\n")
+        for cb in self.callback_handler.callbacks:
+            writer = getattr(cb, "tb_writer", None) if type(cb).__name__ == "TensorBoardCallback" else None
+            if writer is not None:
+                text = "\n\n".join(_sample_markdown(e) for e in entries)
+                writer.add_text("samples", text, global_step=step)
+
     def _record(self, diagnostics: Mapping[str, float], rows: Sequence[_Row]) -> None:
         for k, v in diagnostics.items():
             if math.isfinite(v):
@@ -1048,6 +1138,19 @@ class ASKDTrainer(Trainer):
                 for k, v in data["pool"].items()
             }
             self._pool_epoch = int(data["epoch"])
+
+
+def _fmt(x: float | None) -> str:
+    return "–" if x is None else f"{x:.4g}"
+
+
+def _sample_markdown(e: Mapping[str, Any]) -> str:
+    """One logged sample as TensorBoard markdown."""
+    head = (
+        f"**{e['kind'].upper()}** quality {_fmt(e['quality'])} · Δ {_fmt(e['delta'])} · "
+        f"α {_fmt(e['alpha'])} · coefficient {_fmt(e['coefficient'])}"
+    )
+    return f"{head}\n\n    {e['prompt']!r}\n    → {e['response']!r}"
 
 
 def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:

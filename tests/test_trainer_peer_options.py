@@ -142,7 +142,7 @@ def test_config_validation_of_the_peer_options():
         ASKDConfig(method="rkl", lmbda=0.5)
 
 
-def test_run_file_takes_the_peer_options_and_a_distill_run_finishes(tmp_path):
+def test_run_file_takes_the_peer_options_and_a_distill_run_finishes(tmp_path, monkeypatch):
     """The ``loss:`` and ``sgo:`` blocks carry them; a short `askd distill` run uses them."""
     import yaml
 
@@ -171,8 +171,11 @@ def test_run_file_takes_the_peer_options_and_a_distill_run_finishes(tmp_path):
             "max_steps": 2,
             "per_device_train_batch_size": 2,
             "logging_steps": 1,
+            "report_to": ["tensorboard"],
         },
+        "log_samples": {"every": 1, "count": 1},
     }
+    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "tb"))
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(raw))
     cfg = load_run_config(path)
@@ -189,6 +192,10 @@ def test_run_file_takes_the_peer_options_and_a_distill_run_finishes(tmp_path):
     assert metrics["global_step"] == 2
     logs = [h for h in metrics["log_history"] if "loss" in h]
     assert [h["distillm2/beta"] for h in logs] == [1.0, 1.5]
+    samples = (tmp_path / "run" / "samples.jsonl").read_text().splitlines()
+    assert len(samples) == 4  # 2 steps × (1 TGO + 1 SGO)
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    del raw["log_samples"], raw["training"]["report_to"]
     raw["loss"]["beta"] = 0.3  # with gradual_beta: rejected, naming the file
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(ValueError, match=r"run\.yaml: gradual_beta sets beta"):

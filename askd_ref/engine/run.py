@@ -25,6 +25,7 @@ have complete examples)::
     eval: {max_new_tokens: 256, batch_size: 32}
     training: {output_dir: runs/x, learning_rate: 1.0e-5, max_steps: 200, ...}  # TrainingArguments
     peft: {r: 16, lora_alpha: 32, target_modules: all-linear, merge: true}      # optional LoRA
+    log_samples: {every: 50, count: 2}    # TGOs/SGOs with quality, Δ, α, coefficient → samples.jsonl
 
 ``training`` takes any :class:`transformers.TrainingArguments` field; ``output_dir`` is required.
 ``peft`` (optional, needs the ``peft`` extra) takes any ``peft.LoraConfig`` field and ``merge``
@@ -46,7 +47,7 @@ __all__ = ["DistillRunConfig", "load_run_config", "run_distill"]
 
 _TOP_KEYS = {
     "teacher", "student", "tokenizer", "data", "method", "options", "quality", "quality_kwargs",
-    "sgo", "loss", "device", "dtype", "teacher_dtype", "eval", "training", "peft",
+    "sgo", "loss", "device", "dtype", "teacher_dtype", "eval", "training", "peft", "log_samples",
 }
 _DATA_KEYS = {"train", "eval", "skip_bad_lines", "max_prompts"}
 _SGO_KEYS = {"regime", "per_prompt", "temperature", "top_p", "max_new_tokens", "batch_size", "lmbda"}
@@ -167,6 +168,11 @@ def load_run_config(path: str | os.PathLike[str]) -> DistillRunConfig:
         if src in sgo:
             askd_fields[dst] = sgo[src]
     # loss.temperature is the loss τ (ASKDConfig.loss_temperature); sgo.temperature samples
+    samples_block = _section(raw, "log_samples", {"every", "count"}, where)
+    if "every" in samples_block:
+        askd_fields["log_samples_every"] = samples_block["every"]
+    if "count" in samples_block:
+        askd_fields["log_samples_count"] = samples_block["count"]
     loss_renames = {"path": "loss_path", "temperature": "loss_temperature"}
     for key, value in loss.items():
         askd_fields[loss_renames.get(key, key)] = value
