@@ -553,6 +553,7 @@ class ASKDTrainer(Trainer):
             **kwargs,
         )
         self.prompt_dataset = dataset
+        _check_fsdp_active(self)
         self.teacher = teacher
         if teacher is not None:
             self.teacher = teacher.to(self.args.device)
@@ -1156,6 +1157,24 @@ def _sample_markdown(e: Mapping[str, Any]) -> str:
 def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
     """Disable any enclosing autocast: models run in mixed precision, losses never do."""
     return torch.autocast(device_type=device.type, enabled=False)
+
+
+def _check_fsdp_active(trainer: Any) -> None:
+    """Refuse a run that asked for FSDP but that accelerate is not sharding (it would train unsharded).
+
+    accelerate (1.16) turns FSDP on only for multi-GPU-type backends: on CPU processes (gloo) a
+    ``--use_fsdp`` launch or ``TrainingArguments(fsdp=...)`` leaves the run in plain data parallel.
+    """
+    requested = getattr(trainer.args, "fsdp_plugin_args", None) is not None or (
+        os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    )
+    if requested and not trainer.is_fsdp_enabled:
+        raise ValueError(
+            "FSDP was requested (TrainingArguments.fsdp or `accelerate launch --use_fsdp`) but "
+            f"accelerate did not enable it for this {trainer.accelerator.state.distributed_type} run: "
+            "it shards only on GPU-type backends, not on CPU processes. Drop the FSDP settings (the "
+            "run is then data parallel) or run on GPUs"
+        )
 
 
 def _apply_peft(model: Any, peft_config: Any, teacher: Any) -> Any:
