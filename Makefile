@@ -34,6 +34,8 @@ $(BASE_STAMP): pyproject.toml | $(BIN)/python
 # Plus the dev extra: test, lint and type-check tools, and the peers the benchmarks compare with.
 $(DEV_STAMP): $(BASE_STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	# Liger-Kernel's chunked losses run on CPU; --no-deps keeps its triton requirement out.
+	$(BIN)/python -m pip install --quiet --no-deps "liger-kernel==0.8.5"
 	$(BIN)/python -c "import pytest, hypothesis, mypy, trl"
 	touch $(DEV_STAMP)
 

@@ -18,11 +18,21 @@ tokens with a token mean, average over samples). Which samples each term sees:
 For methods on "all samples" the normaliser is N_T + N_S. DistiLLM-2's released trainer
 weights its two terms (2 − β)·SKL + β·SRKL with β = 1 by default, i.e. a plain sum of the two
 means, which is what ``distillm2`` computes; the paper's CALD loss (its Eq. 5) has an extra
-factor 1/2, a constant rescaling.
+factor 1/2, a constant rescaling. ``distillm2`` takes that β (its ``gradual_beta`` schedule is
+:func:`distillm2_gradual_beta`) and DistiLLM-2's ``loss_type="distillm_v1"`` (SRKL with the
+stopped mixture on both kinds of rows).
+
+Every token-level loss also takes ``reduction="token"``: one token mean over all loss positions
+of the term's rows (TRL, Liger-Kernel and DistiLLM's reduction) instead of the default per-sample
+token mean (``reduction="sample"``); the normalisers are then the TGO / SGO token counts, global
+when ``num_tgo_tokens`` / ``num_sgo_tokens`` are given. The parameters of each method
+(:data:`METHOD_PARAMS`) pass through :func:`compute_loss` and :func:`~askd_ref.chunked_loss` under
+the same keywords.
 """
 
 import math
 from collections.abc import Callable
+from typing import Any, Literal, TypeAlias
 
 import torch
 from torch import Tensor
@@ -37,8 +47,10 @@ from askd_ref._validation import (
 from askd_ref.losses import (
     DistillBatch,
     LossOutput,
+    Reduction,
     _mean,
     _split_counts,
+    _token_counts,
     askd_loss,
     dense_askd_loss,
     packed_token_divergence,
@@ -50,8 +62,11 @@ from askd_ref.sequence import check_token_batch, pool
 __all__ = [
     "LOSS_FUNCTIONS",
     "METHODS",
+    "METHOD_PARAMS",
     "advantage_kd_loss",
+    "check_method_params",
     "compute_loss",
+    "distillm2_gradual_beta",
     "distillm2_loss",
     "distillm_loss",
     "gkd_loss",
@@ -62,6 +77,9 @@ __all__ = [
 ]
 
 
+Distillm2LossType: TypeAlias = Literal["distillm_v2", "distillm_v1"]
+
+
 def _dense_mean(
     batch: DistillBatch,
     rows: Tensor,
@@ -69,11 +87,67 @@ def _dense_mean(
     param: float,
     count: int,
     mixture_grad: str = "full",
+    token_count: int | None = None,
 ) -> tuple[Tensor, float]:
-    """Σ over the selected samples of their token-mean divergence, / count; and the token mean."""
+    """Σ over the selected samples of their token-mean divergence, / count; and the token mean.
+
+    With ``token_count`` (``reduction="token"``): Σ over all their tokens, / token_count.
+    """
     sums, lengths = packed_token_divergence(batch, rows, divergence, param, mixture_grad)
+    value = float(sums.detach().sum() / lengths.sum())
+    if token_count is not None:
+        return sums.sum() / token_count, value
     per_sample = pool_sums(sums, lengths, "mean")
-    return per_sample.sum() / count, float(sums.detach().sum() / lengths.sum())
+    return per_sample.sum() / count, value
+
+
+def _check_unit(name: str, value: object) -> float:
+    """A float parameter in [0, 1]; ``ValueError``/``TypeError`` naming it."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a float, got {type(value).__name__} {value!r}")
+    v = float(value)
+    if not (math.isfinite(v) and 0.0 <= v <= 1.0):
+        raise ValueError(f"{name} must lie in [0, 1], got {value!r}")
+    return v
+
+
+def _check_distillm2_beta(beta: object) -> float:
+    if isinstance(beta, bool) or not isinstance(beta, int | float):
+        raise TypeError(f"beta must be a float, got {type(beta).__name__} {beta!r}")
+    if not (math.isfinite(float(beta)) and 0.0 <= float(beta) <= 2.0):
+        raise ValueError(f"beta must lie in [0, 2] (weights (2 − β) and β), got {beta!r}")
+    return float(beta)
+
+
+def _distillm2_beta_named(name: str, value: object) -> float:
+    return _check_distillm2_beta(value)
+
+
+def _check_loss_type(loss_type: object) -> Distillm2LossType:
+    if loss_type not in ("distillm_v2", "distillm_v1"):
+        raise ValueError(f"loss_type must be 'distillm_v2' or 'distillm_v1', got {loss_type!r}")
+    return loss_type
+
+
+def distillm2_gradual_beta(step: int, max_steps: int) -> float:
+    r"""DistiLLM-2's ``gradual_beta`` weight: β = 1 + 0.5·min(1, 2·step / max_steps).
+
+    Used as ``distillm2_loss(..., beta=β)``, i.e. the loss (2 − β)·SKL + β·SRKL: the weight moves
+    from the TGO term to the SGO term over the first half of training (β: 1 → 1.5; in the paper's
+    normalisation β/2: 0.5 → 0.75), then stays.
+
+    >>> [distillm2_gradual_beta(s, 100) for s in (0, 25, 50, 100)]
+    [1.0, 1.25, 1.5, 1.5]
+    """
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise ValueError(f"step must be a non-negative int, got {step!r}")
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+        raise ValueError(f"max_steps must be a positive int, got {max_steps!r}")
+    return 1.0 + 0.5 * min(1.0, 2.0 * step / max_steps)
+
+
+def _tok(reduction: str, count: int) -> int | None:
+    return count if reduction == "token" else None
 
 
 def _finish(terms: list[Tensor], batch: DistillBatch, diagnostics: dict[str, float]) -> LossOutput:
@@ -82,7 +156,15 @@ def _finish(terms: list[Tensor], batch: DistillBatch, diagnostics: dict[str, flo
     return LossOutput(loss=torch.stack(terms).sum(), sample_count=batch.batch_size, diagnostics=diagnostics)
 
 
-def seqkd_loss(batch: DistillBatch, *, num_tgo: int | None = None, num_sgo: int | None = None) -> LossOutput:
+def seqkd_loss(
+    batch: DistillBatch,
+    *,
+    num_tgo: int | None = None,
+    num_sgo: int | None = None,
+    reduction: Reduction = "sample",
+    num_tgo_tokens: int | None = None,
+    num_sgo_tokens: int | None = None,
+) -> LossOutput:
     r"""Sequence-level KD: token-mean NLL of teacher-generated outputs.
 
     Baseline of spec §6.
@@ -96,6 +178,10 @@ def seqkd_loss(batch: DistillBatch, *, num_tgo: int | None = None, num_sgo: int 
             ``(batch, seq)``.
         num_tgo: global TGO count (gradient accumulation / data parallel); default local.
         num_sgo: global SGO count; default local.
+        reduction: ``"sample"`` (default: token mean per sample, then the mean over samples) or
+            ``"token"`` (one token mean over all loss positions of the term's rows).
+        num_tgo_tokens: global TGO token count (``reduction="token"``); default local.
+        num_sgo_tokens: global SGO token count (``reduction="token"``); default local.
 
     Returns:
         :class:`~askd_ref.LossOutput` with a scalar loss.
@@ -110,18 +196,30 @@ def seqkd_loss(batch: DistillBatch, *, num_tgo: int | None = None, num_sgo: int 
     """
     batch.require("seqkd_loss", "student_token_logp")
     tgo_rows, _, n_t, _ = _split_counts(batch, num_tgo, num_sgo)
+    m_t, _ = _token_counts(batch, reduction, num_tgo_tokens, num_sgo_tokens)
     terms: list[Tensor] = []
     diagnostics: dict[str, float] = {}
     if bool(tgo_rows.any()):
         part = batch.select(tgo_rows)
         s, _, m = check_token_batch(part.student_token_logp, None, part.mask)
         nll = -pool(s, m, "mean")
-        terms.append(nll.sum() / n_t)
+        if reduction == "token":
+            terms.append(-pool(s, m, "sum").sum() / m_t)
+        else:
+            terms.append(nll.sum() / n_t)
         diagnostics["seqkd/nll"] = _mean(nll)
     return _finish(terms, batch, diagnostics)
 
 
-def kd_loss(batch: DistillBatch, *, num_tgo: int | None = None, num_sgo: int | None = None) -> LossOutput:
+def kd_loss(
+    batch: DistillBatch,
+    *,
+    num_tgo: int | None = None,
+    num_sgo: int | None = None,
+    reduction: Reduction = "sample",
+    num_tgo_tokens: int | None = None,
+    num_sgo_tokens: int | None = None,
+) -> LossOutput:
     r"""Word-level KD: forward KL(p‖q) per token on TGOs, token mean per sample.
 
     Baseline of spec §6.
@@ -136,6 +234,10 @@ def kd_loss(batch: DistillBatch, *, num_tgo: int | None = None, num_sgo: int | N
             ``teacher_logp`` of shape ``(batch, seq, vocab)`` and ``mask`` ``(batch, seq)``.
         num_tgo: global TGO count (gradient accumulation / data parallel); default local.
         num_sgo: global SGO count; default local.
+        reduction: ``"sample"`` (default: token mean per sample, then the mean over samples) or
+            ``"token"`` (one token mean over all loss positions of the term's rows).
+        num_tgo_tokens: global TGO token count (``reduction="token"``); default local.
+        num_sgo_tokens: global SGO token count (``reduction="token"``); default local.
 
     Returns:
         :class:`~askd_ref.LossOutput` with a scalar loss.
@@ -150,16 +252,25 @@ def kd_loss(batch: DistillBatch, *, num_tgo: int | None = None, num_sgo: int | N
     """
     batch.require("kd_loss", "student_logp", "teacher_logp")
     tgo_rows, _, n_t, _ = _split_counts(batch, num_tgo, num_sgo)
+    m_t, _ = _token_counts(batch, reduction, num_tgo_tokens, num_sgo_tokens)
     terms: list[Tensor] = []
     diagnostics: dict[str, float] = {}
     if bool(tgo_rows.any()):
-        term, value = _dense_mean(batch, tgo_rows, "fkl", 0.0, n_t)
+        term, value = _dense_mean(batch, tgo_rows, "fkl", 0.0, n_t, token_count=_tok(reduction, m_t))
         terms.append(term)
         diagnostics["kd/fkl"] = value
     return _finish(terms, batch, diagnostics)
 
 
-def rkl_loss(batch: DistillBatch, *, num_tgo: int | None = None, num_sgo: int | None = None) -> LossOutput:
+def rkl_loss(
+    batch: DistillBatch,
+    *,
+    num_tgo: int | None = None,
+    num_sgo: int | None = None,
+    reduction: Reduction = "sample",
+    num_tgo_tokens: int | None = None,
+    num_sgo_tokens: int | None = None,
+) -> LossOutput:
     r"""On-policy reverse KL: KL(q‖p) per token on SGOs, token mean per sample.
 
     Baseline of spec §6.
@@ -174,6 +285,10 @@ def rkl_loss(batch: DistillBatch, *, num_tgo: int | None = None, num_sgo: int | 
             ``teacher_logp`` of shape ``(batch, seq, vocab)`` and ``mask`` ``(batch, seq)``.
         num_tgo: global TGO count (gradient accumulation / data parallel); default local.
         num_sgo: global SGO count; default local.
+        reduction: ``"sample"`` (default: token mean per sample, then the mean over samples) or
+            ``"token"`` (one token mean over all loss positions of the term's rows).
+        num_tgo_tokens: global TGO token count (``reduction="token"``); default local.
+        num_sgo_tokens: global SGO token count (``reduction="token"``); default local.
 
     Returns:
         :class:`~askd_ref.LossOutput` with a scalar loss.
@@ -188,10 +303,11 @@ def rkl_loss(batch: DistillBatch, *, num_tgo: int | None = None, num_sgo: int | 
     """
     batch.require("rkl_loss", "student_logp", "teacher_logp")
     _, sgo_rows, _, n_s = _split_counts(batch, num_tgo, num_sgo)
+    _, m_s = _token_counts(batch, reduction, num_tgo_tokens, num_sgo_tokens)
     terms: list[Tensor] = []
     diagnostics: dict[str, float] = {}
     if bool(sgo_rows.any()):
-        term, value = _dense_mean(batch, sgo_rows, "rkl", 0.0, n_s)
+        term, value = _dense_mean(batch, sgo_rows, "rkl", 0.0, n_s, token_count=_tok(reduction, m_s))
         terms.append(term)
         diagnostics["rkl/rkl"] = value
     return _finish(terms, batch, diagnostics)
@@ -203,6 +319,9 @@ def gkd_loss(
     beta: float = 0.5,
     num_tgo: int | None = None,
     num_sgo: int | None = None,
+    reduction: Reduction = "sample",
+    num_tgo_tokens: int | None = None,
+    num_sgo_tokens: int | None = None,
 ) -> LossOutput:
     r"""GKD: generalised JSD_β per token on all samples (TGOs and SGOs), token mean per sample.
 
@@ -210,13 +329,19 @@ def gkd_loss(
 
     .. math:: L = \frac{1}{N_T + N_S}\sum_{i} \operatorname*{mean}_t \mathrm{JSD}_\beta(p_t, q_t)
 
-    Returns true divergence values. β = 0.5 by default (spec §6).
+    Returns true divergence values. β = 0.5 by default (spec §6). JSD_β is the continuous one
+    of :func:`~askd_ref.generalized_jsd` (M = βp + (1−β)q, the mixture of TRL and Liger-Kernel):
+    it is 0 at β ∈ {0, 1}, where TRL and Liger switch to plain KL(p‖q) / KL(q‖p) instead.
 
     Args:
         batch: a :class:`~askd_ref.DistillBatch` with full-vocabulary ``student_logp`` and
             ``teacher_logp`` of shape ``(batch, seq, vocab)`` and ``mask`` ``(batch, seq)``.
         num_tgo: global TGO count (gradient accumulation / data parallel); default local.
         num_sgo: global SGO count; default local.
+        reduction: ``"sample"`` (default: token mean per sample, then the mean over samples) or
+            ``"token"`` (one token mean over all loss positions of the term's rows).
+        num_tgo_tokens: global TGO token count (``reduction="token"``); default local.
+        num_sgo_tokens: global SGO token count (``reduction="token"``); default local.
 
     Returns:
         :class:`~askd_ref.LossOutput` with a scalar loss.
@@ -231,8 +356,10 @@ def gkd_loss(
     """
     batch.require("gkd_loss", "student_logp", "teacher_logp")
     _, _, n_t, n_s = _split_counts(batch, num_tgo, num_sgo)
+    m_t, m_s = _token_counts(batch, reduction, num_tgo_tokens, num_sgo_tokens)
     all_rows = torch.ones_like(batch.is_tgo)
-    term, value = _dense_mean(batch, all_rows, "gjsd", beta, n_t + n_s)
+    tokens = _tok(reduction, m_t + m_s)
+    term, value = _dense_mean(batch, all_rows, "gjsd", beta, n_t + n_s, token_count=tokens)
     return _finish([term], batch, {"gkd/jsd": value})
 
 
@@ -242,6 +369,9 @@ def distillm_loss(
     alpha: float = 0.1,
     num_tgo: int | None = None,
     num_sgo: int | None = None,
+    reduction: Reduction = "sample",
+    num_tgo_tokens: int | None = None,
+    num_sgo_tokens: int | None = None,
 ) -> LossOutput:
     r"""DistiLLM: skew reverse KL SRKL_α (full mixture gradient) per token on all samples.
 
@@ -256,6 +386,10 @@ def distillm_loss(
             ``teacher_logp`` of shape ``(batch, seq, vocab)`` and ``mask`` ``(batch, seq)``.
         num_tgo: global TGO count (gradient accumulation / data parallel); default local.
         num_sgo: global SGO count; default local.
+        reduction: ``"sample"`` (default: token mean per sample, then the mean over samples) or
+            ``"token"`` (one token mean over all loss positions of the term's rows).
+        num_tgo_tokens: global TGO token count (``reduction="token"``); default local.
+        num_sgo_tokens: global SGO token count (``reduction="token"``); default local.
 
     Returns:
         :class:`~askd_ref.LossOutput` with a scalar loss.
@@ -270,8 +404,11 @@ def distillm_loss(
     """
     batch.require("distillm_loss", "student_logp", "teacher_logp")
     _, _, n_t, n_s = _split_counts(batch, num_tgo, num_sgo)
+    m_t, m_s = _token_counts(batch, reduction, num_tgo_tokens, num_sgo_tokens)
     all_rows = torch.ones_like(batch.is_tgo)
-    term, value = _dense_mean(batch, all_rows, "srkl", alpha, n_t + n_s, "full")
+    term, value = _dense_mean(
+        batch, all_rows, "srkl", alpha, n_t + n_s, "full", token_count=_tok(reduction, m_t + m_s)
+    )
     return _finish([term], batch, {"distillm/srkl": value})
 
 
@@ -279,8 +416,13 @@ def distillm2_loss(
     batch: DistillBatch,
     *,
     alpha: float = 0.1,
+    beta: float = 1.0,
+    loss_type: Distillm2LossType = "distillm_v2",
     num_tgo: int | None = None,
     num_sgo: int | None = None,
+    reduction: Reduction = "sample",
+    num_tgo_tokens: int | None = None,
+    num_sgo_tokens: int | None = None,
 ) -> LossOutput:
     r"""DistiLLM-2 (released code defaults): SKL_α on TGOs + SRKL_α with stopped mixture on SGOs.
 
@@ -296,11 +438,26 @@ def distillm2_loss(
     default there). Equals :func:`~askd_ref.dense_askd_loss` with α_lo = α_hi = α, gate
     ``"none"`` and ``mixture_grad="stop"``.
 
+    DistiLLM-2's other switches: ``beta`` weights the terms (2 − β)·TGO term + β·SGO term (its
+    ``kd_loss``; β = 1, the default, is the plain sum; ``gradual_beta`` is β =
+    :func:`distillm2_gradual_beta` (step, max_steps)), and ``loss_type="distillm_v1"`` replaces
+    the TGO term by SRKL_α with the stopped mixture, the same divergence as the SGO term (its
+    "DistiLLM" baseline).
+
     Args:
         batch: a :class:`~askd_ref.DistillBatch` with full-vocabulary ``student_logp`` and
             ``teacher_logp`` of shape ``(batch, seq, vocab)`` and ``mask`` ``(batch, seq)``.
         num_tgo: global TGO count (gradient accumulation / data parallel); default local.
         num_sgo: global SGO count; default local.
+        reduction: ``"sample"`` (default: token mean per sample, then the mean over samples) or
+            ``"token"`` (one token mean over all loss positions of the term's rows).
+        num_tgo_tokens: global TGO token count (``reduction="token"``); default local.
+        num_sgo_tokens: global SGO token count (``reduction="token"``); default local.
+
+        alpha: the skew α ∈ [0, 1) of both terms.
+        beta: weight β ∈ [0, 2] of the SGO term; the TGO term gets 2 − β.
+        loss_type: ``"distillm_v2"`` (SKL on TGOs) or ``"distillm_v1"`` (SRKL, stopped mixture,
+            on TGOs).
 
     Returns:
         :class:`~askd_ref.LossOutput` with a scalar loss.
@@ -317,16 +474,23 @@ def distillm2_loss(
         Ko et al., DistiLLM-2, ICML 2025 (arXiv:2503.07067); ``src/distillm_trainer.py``.
     """
     batch.require("distillm2_loss", "student_logp", "teacher_logp")
+    beta = _check_distillm2_beta(beta)
+    loss_type = _check_loss_type(loss_type)
     tgo_rows, sgo_rows, n_t, n_s = _split_counts(batch, num_tgo, num_sgo)
+    m_t, m_s = _token_counts(batch, reduction, num_tgo_tokens, num_sgo_tokens)
     terms: list[Tensor] = []
     diagnostics: dict[str, float] = {}
     if bool(tgo_rows.any()):
-        term, value = _dense_mean(batch, tgo_rows, "skl", alpha, n_t)
-        terms.append(term)
-        diagnostics["distillm2/skl"] = value
+        if loss_type == "distillm_v1":
+            term, value = _dense_mean(batch, tgo_rows, "srkl", alpha, n_t, "stop", _tok(reduction, m_t))
+            diagnostics["distillm2/tgo_srkl"] = value
+        else:
+            term, value = _dense_mean(batch, tgo_rows, "skl", alpha, n_t, token_count=_tok(reduction, m_t))
+            diagnostics["distillm2/skl"] = value
+        terms.append(term if beta == 1.0 else (2.0 - beta) * term)
     if bool(sgo_rows.any()):
-        term, value = _dense_mean(batch, sgo_rows, "srkl", alpha, n_s, "stop")
-        terms.append(term)
+        term, value = _dense_mean(batch, sgo_rows, "srkl", alpha, n_s, "stop", _tok(reduction, m_s))
+        terms.append(term if beta == 1.0 else beta * term)
         diagnostics["distillm2/srkl"] = value
     return _finish(terms, batch, diagnostics)
 
@@ -387,6 +551,9 @@ def advantage_kd_loss(
     eps_a: float = 1e-4,
     num_tgo: int | None = None,
     num_sgo: int | None = None,
+    reduction: Reduction = "sample",
+    num_tgo_tokens: int | None = None,
+    num_sgo_tokens: int | None = None,
 ) -> LossOutput:
     r"""GRPO-like KD: FKL on TGOs plus advantage-weighted log-likelihood on SGOs.
 
@@ -406,6 +573,10 @@ def advantage_kd_loss(
             and for SGO rows ``student_token_logp`` ``(batch, seq)``, ``quality`` and ``group``.
         num_tgo: global TGO count (gradient accumulation / data parallel); default local.
         num_sgo: global SGO count; default local.
+        reduction: ``"sample"`` (default: token mean per sample, then the mean over samples) or
+            ``"token"`` (one token mean over all loss positions of the term's rows).
+        num_tgo_tokens: global TGO token count (``reduction="token"``); default local.
+        num_sgo_tokens: global SGO token count (``reduction="token"``); default local.
 
     Returns:
         :class:`~askd_ref.LossOutput` with a scalar loss.
@@ -423,10 +594,11 @@ def advantage_kd_loss(
     """
     batch.require("advantage_kd_loss", "student_logp", "teacher_logp")
     tgo_rows, sgo_rows, n_t, n_s = _split_counts(batch, num_tgo, num_sgo)
+    m_t, _ = _token_counts(batch, reduction, num_tgo_tokens, num_sgo_tokens)
     terms: list[Tensor] = []
     diagnostics: dict[str, float] = {}
     if bool(tgo_rows.any()):
-        term, value = _dense_mean(batch, tgo_rows, "fkl", 0.0, n_t)
+        term, value = _dense_mean(batch, tgo_rows, "fkl", 0.0, n_t, token_count=_tok(reduction, m_t))
         terms.append(term)
         diagnostics["advantage_kd/fkl"] = value
     if bool(sgo_rows.any()):
@@ -460,6 +632,47 @@ LOSS_FUNCTIONS: dict[str, LossFn] = {
 #: Method names in a stable order (ASKD first).
 METHODS: tuple[str, ...] = tuple(LOSS_FUNCTIONS)
 
+#: The parameters each baseline takes beyond the batch and the counts (the ASKD methods take
+#: ``options``): :func:`compute_loss`, :func:`~askd_ref.chunked_loss` and the trainer accept them
+#: under these keywords; ``None`` leaves the default of the loss function.
+METHOD_PARAMS: dict[str, tuple[str, ...]] = {
+    "gkd": ("beta",),
+    "distillm": ("alpha",),
+    "distillm2": ("alpha", "beta", "loss_type"),
+    "advantage_kd": ("eps_a",),
+}
+
+
+def check_method_params(method: str, **params: Any) -> dict[str, Any]:
+    """The given (not ``None``) method parameters, validated; an error names a foreign one.
+
+    >>> check_method_params("gkd", beta=0.9, alpha=None)
+    {'beta': 0.9}
+    >>> check_method_params("kd", beta=0.9)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: method 'kd' takes no parameter 'beta' (gkd: beta; distillm: alpha; ...)
+    """
+    given = {k: v for k, v in params.items() if v is not None}
+    allowed = METHOD_PARAMS.get(method, ())
+    for name in given:
+        if name not in allowed:
+            table = "; ".join(f"{m}: {', '.join(p)}" for m, p in METHOD_PARAMS.items())
+            raise ValueError(f"method {method!r} takes no parameter {name!r} ({table})")
+    if "beta" in given:
+        check = _check_unit if method == "gkd" else _distillm2_beta_named
+        given["beta"] = check("beta", given["beta"])
+    if "alpha" in given:
+        given["alpha"] = _check_unit("alpha", given["alpha"])
+    if "loss_type" in given:
+        given["loss_type"] = _check_loss_type(given["loss_type"])
+    if "eps_a" in given:
+        eps = given["eps_a"]
+        if isinstance(eps, bool) or not isinstance(eps, int | float) or not (math.isfinite(eps) and eps > 0):
+            raise ValueError(f"eps_a must be a positive finite float, got {eps!r}")
+        given["eps_a"] = float(eps)
+    return given
+
 
 def compute_loss(
     method: str,
@@ -468,11 +681,20 @@ def compute_loss(
     options: ASKDOptions | None = None,
     num_tgo: int | None = None,
     num_sgo: int | None = None,
+    reduction: Reduction = "sample",
+    num_tgo_tokens: int | None = None,
+    num_sgo_tokens: int | None = None,
+    alpha: float | None = None,
+    beta: float | None = None,
+    loss_type: str | None = None,
+    eps_a: float | None = None,
 ) -> LossOutput:
     """Dispatch to the loss of ``method`` (one of :data:`METHODS`) with one call signature.
 
-    ``options`` is used by ``askd`` and ``askd-dense``; the baselines have their spec-fixed
-    parameters (α = 0.1, β = 0.5, ε_A = 1e-4).
+    ``options`` is used by ``askd`` and ``askd-dense``; the baselines take their parameters of
+    :data:`METHOD_PARAMS` (``None``: the spec defaults α = 0.1, β = 0.5 for ``gkd``, β = 1 for
+    ``distillm2``, ε_A = 1e-4). ``reduction`` and the token counts apply to the token-level
+    terms (see :mod:`askd_ref.baselines`).
 
     Example:
         >>> import torch
@@ -485,7 +707,11 @@ def compute_loss(
     if method not in LOSS_FUNCTIONS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     resolve_options(options)  # a wrong type raises even for the baselines, which ignore options
+    params = check_method_params(method, alpha=alpha, beta=beta, loss_type=loss_type, eps_a=eps_a)
     fn = LOSS_FUNCTIONS[method]
+    counts: dict[str, Any] = {"num_tgo": num_tgo, "num_sgo": num_sgo}
+    if reduction != "sample" or num_tgo_tokens is not None or num_sgo_tokens is not None:
+        counts.update(reduction=reduction, num_tgo_tokens=num_tgo_tokens, num_sgo_tokens=num_sgo_tokens)
     if method in ("askd", "askd-dense"):
-        return fn(batch, options=options, num_tgo=num_tgo, num_sgo=num_sgo)
-    return fn(batch, num_tgo=num_tgo, num_sgo=num_sgo)
+        return fn(batch, options=options, **counts)
+    return fn(batch, **params, **counts)

@@ -40,6 +40,7 @@ shift as :func:`~askd_ref.token_log_probs`.
 
 import dataclasses
 import inspect
+import math
 from collections.abc import Callable
 from typing import Any, Final, Literal, TypeAlias
 
@@ -60,6 +61,7 @@ from askd_ref.baselines import (
     METHODS,
     _finish,
     advantage_kd_loss,
+    check_method_params,
     distillm2_loss,
     distillm_loss,
     gkd_loss,
@@ -73,7 +75,16 @@ from askd_ref.divergences import (
     skew_forward_kl,
     skew_reverse_kl,
 )
-from askd_ref.losses import DistillBatch, LossOutput, _mean, _split_counts, askd_loss, pool_sums
+from askd_ref.losses import (
+    DistillBatch,
+    LossOutput,
+    Reduction,
+    _mean,
+    _split_counts,
+    _token_counts,
+    askd_loss,
+    pool_sums,
+)
 from askd_ref.options import ASKDOptions, resolve_options
 from askd_ref.schedules import quality_gate, sgo_alpha, tgo_alpha
 from askd_ref.sequence import check_token_batch, pool
@@ -525,8 +536,21 @@ def _scatter(rows: Tensor, values: Tensor, size: int) -> Tensor:
     return out.masked_scatter(rows, values)
 
 
-def _plan(method: str, batch: DistillBatch, opts: ASKDOptions, n_t: int, n_s: int, cdt: torch.dtype) -> _Plan:
-    """The dense terms, the rows the sequence part reads, and the dense diagnostics of ``method``."""
+def _plan(
+    method: str,
+    batch: DistillBatch,
+    opts: ASKDOptions,
+    counts: tuple[int, int, int, int],
+    cdt: torch.dtype,
+    params: dict[str, Any],
+    reduction: str,
+) -> _Plan:
+    """The dense terms, the rows the sequence part reads, and the dense diagnostics of ``method``.
+
+    ``counts`` = (N_T, N_S, M_T, M_S): sample counts and (``reduction="token"``) token counts.
+    """
+    n_t, n_s, m_t, m_s = counts
+    token = reduction == "token"
     tgo, sgo = batch.is_tgo, ~batch.is_tgo
     b = batch.batch_size
     dev = batch.mask.device
@@ -551,36 +575,47 @@ def _plan(method: str, batch: DistillBatch, opts: ASKDOptions, n_t: int, n_s: in
     if method == "askd-dense" or (method == "askd" and opts.lambda_dense > 0):
         r = need_quality()
         scale = 1.0 if method == "askd-dense" else opts.lambda_dense
-        per_row = pool_sums(ones, lengths, opts.normalize)
+        per_row = ones if token else pool_sums(ones, lengths, opts.normalize)
         if bool(tgo.any()):
             alpha = tgo_alpha(r[tgo], options=opts)
-            w = scale * opts.lambda_tgo * per_row / n_t
+            w = scale * opts.lambda_tgo * per_row / (m_t if token else n_t)
             term(tgo, _SKL, _scatter(tgo, alpha.to(cdt), b), w, "dense/tgo_skl")
             diag["dense/tgo_alpha"] = _mean(alpha)
         if bool(sgo.any()):
             alpha = sgo_alpha(r[sgo], options=opts)
             h = quality_gate(r[sgo], options=opts)
-            w = scale * opts.lambda_sgo * _scatter(sgo, (1 - h).to(cdt), b) * per_row / n_s
+            gate = _scatter(sgo, (1 - h).to(cdt), b)
+            w = scale * opts.lambda_sgo * gate * per_row / (m_s if token else n_s)
             code = _SRKL_STOP if opts.mixture_grad == "stop" else _SRKL_FULL
             term(sgo, code, _scatter(sgo, alpha.to(cdt), b), w, "dense/sgo_srkl")
             diag["dense/sgo_alpha"] = _mean(alpha)
             diag["dense/sgo_gate"] = _mean(h)
-    per_tok = pool_sums(ones, lengths, "mean")  # the baselines pool with a token mean
+    # The baselines pool with a token mean per sample ("sample") or one token mean ("token").
+    per_tok = ones if token else pool_sums(ones, lengths, "mean")
+    d_t, d_s = (m_t, m_s) if token else (n_t, n_s)
     if method == "kd":
-        term(tgo, _FKL, 0.0, per_tok / n_t, "kd/fkl")
+        term(tgo, _FKL, 0.0, per_tok / d_t, "kd/fkl")
     elif method == "rkl":
-        term(sgo, _RKL, 0.0, per_tok / n_s, "rkl/rkl")
+        term(sgo, _RKL, 0.0, per_tok / d_s, "rkl/rkl")
     elif method == "gkd":
-        term(tgo | sgo, _GJSD, _default(gkd_loss, "beta"), per_tok / (n_t + n_s), "gkd/jsd")
+        beta = params.get("beta", _default(gkd_loss, "beta"))
+        term(tgo | sgo, _GJSD, beta, per_tok / (d_t + d_s), "gkd/jsd")
     elif method == "distillm":
-        skew = _default(distillm_loss, "alpha")
-        term(tgo | sgo, _SRKL_FULL, skew, per_tok / (n_t + n_s), "distillm/srkl")
+        skew = params.get("alpha", _default(distillm_loss, "alpha"))
+        term(tgo | sgo, _SRKL_FULL, skew, per_tok / (d_t + d_s), "distillm/srkl")
     elif method == "distillm2":
-        skew = _default(distillm2_loss, "alpha")
-        term(tgo, _SKL, skew, per_tok / n_t, "distillm2/skl")
-        term(sgo, _SRKL_STOP, skew, per_tok / n_s, "distillm2/srkl")
+        skew = params.get("alpha", _default(distillm2_loss, "alpha"))
+        weight = params.get("beta", 1.0)
+        w_t, w_s = per_tok / d_t, per_tok / d_s
+        if weight != 1.0:
+            w_t, w_s = (2.0 - weight) * w_t, weight * w_s
+        if params.get("loss_type", "distillm_v2") == "distillm_v1":
+            term(tgo, _SRKL_STOP, skew, w_t, "distillm2/tgo_srkl")
+        else:
+            term(tgo, _SKL, skew, w_t, "distillm2/skl")
+        term(sgo, _SRKL_STOP, skew, w_s, "distillm2/srkl")
     elif method == "advantage_kd":
-        term(tgo, _FKL, 0.0, per_tok / n_t, "advantage_kd/fkl")
+        term(tgo, _FKL, 0.0, per_tok / d_t, "advantage_kd/fkl")
 
     if method == "askd":
         seq_rows, teacher_tokens = tgo | sgo, True
@@ -651,6 +686,14 @@ def chunked_loss(
     student_bias: Float[Tensor, " vocab"] | None = None,
     teacher_bias: Float[Tensor, " vocab"] | None = None,
     kernel: Kernel = "fused",
+    temperature: float = 1.0,
+    reduction: Reduction = "sample",
+    num_tgo_tokens: int | None = None,
+    num_sgo_tokens: int | None = None,
+    alpha: float | None = None,
+    beta: float | None = None,
+    loss_type: str | None = None,
+    eps_a: float | None = None,
 ) -> LossOutput:
     r"""Any method of :func:`~askd_ref.compute_loss`, from hidden states, chunk by chunk.
 
@@ -694,6 +737,17 @@ def chunked_loss(
         teacher_bias: optional ``(vocab,)`` output bias of the teacher.
         kernel: ``"fused"`` (closed-form logit gradients, default) or ``"core"`` (the library's
             divergence functions and autograd per chunk; slower, the reference).
+        temperature: τ > 0; student and teacher logits are divided by τ before the log-softmax
+            (no τ² factor, as TRL and Liger-Kernel): the loss equals the full-logit loss on
+            ``log_softmax((hidden @ weightᵀ + bias) / τ)``. Applies to every term, the token
+            log-probs of the sequence-level terms included.
+        reduction: ``"sample"`` (default) or ``"token"`` for the token-level terms (see
+            :mod:`askd_ref.baselines`).
+        num_tgo_tokens: global TGO token count (``reduction="token"``); default local.
+        num_sgo_tokens: global SGO token count (``reduction="token"``); default local.
+        alpha, beta, loss_type, eps_a: the method's parameters (:data:`~askd_ref.METHOD_PARAMS`:
+            ``beta`` of ``gkd``; ``alpha`` of ``distillm``; ``alpha``, ``beta``, ``loss_type`` of
+            ``distillm2``; ``eps_a`` of ``advantage_kd``); ``None``: the loss function's default.
 
     Returns:
         :class:`~askd_ref.LossOutput` with the loss and the diagnostics of the full-logit method.
@@ -721,6 +775,8 @@ def chunked_loss(
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     _check_chunk(chunk_size, kernel)
     opts = resolve_options(options)
+    params = check_method_params(method, alpha=alpha, beta=beta, loss_type=loss_type, eps_a=eps_a)
+    tau = _check_temperature(temperature)
     shape = _check_mask(mask)
     hs, ws, bs = _check_head("student", student_hidden, student_weight, student_bias, shape)
     needs_teacher = method != "seqkd"
@@ -748,13 +804,17 @@ def chunked_loss(
     )
     cdt = compute_dtype(*(x.dtype for x in (hs, ws, bs, ht, wt, bt) if x is not None))
     _, _, n_t, n_s = _split_counts(batch, num_tgo, num_sgo)
-    plan = _plan(method, batch, opts, n_t, n_s, cdt)
+    m_t, m_s = _token_counts(batch, reduction, num_tgo_tokens, num_sgo_tokens)
+    plan = _plan(method, batch, opts, (n_t, n_s, m_t, m_s), cdt, params, reduction)
 
     rows, cols, segments, param, weight, spans = _pack_tokens(mask, plan, cdt)
     if rows.numel() == 0:
         return _finish([], batch, {})  # raises: nothing this method trains on
-    packed_hs = hs[rows, cols]
-    packed_ht = None if ht is None or not (plan.terms or plan.teacher_tokens) else ht[rows, cols]
+    packed_hs = _scaled(hs[rows, cols], tau, cdt)
+    packed_ht = None
+    if ht is not None and (plan.terms or plan.teacher_tokens):
+        packed_ht = _scaled(ht[rows, cols], tau, cdt)
+    bs, bt = _scaled_bias(bs, tau, cdt), _scaled_bias(bt, tau, cdt)
     if is_validation_enabled():
         check_no_nan("student_hidden (at masked-in positions)", packed_hs)
         check_no_nan("student_weight", ws)
@@ -805,16 +865,44 @@ def chunked_loss(
             terms.insert(0, seq.loss)
             diagnostics = {**seq.diagnostics, **diagnostics}
         elif method == "seqkd":
-            return seqkd_loss(tok_batch, num_tgo=num_tgo, num_sgo=num_sgo)
+            return seqkd_loss(
+                tok_batch,
+                num_tgo=num_tgo,
+                num_sgo=num_sgo,
+                reduction=reduction,
+                num_tgo_tokens=num_tgo_tokens,
+                num_sgo_tokens=num_sgo_tokens,
+            )
         else:
-            _advantage_sgo_term(tok_batch, n_s, terms, diagnostics)
+            eps_value = params.get("eps_a", _default(advantage_kd_loss, "eps_a"))
+            _advantage_sgo_term(tok_batch, n_s, terms, diagnostics, eps_value)
     if method == "askd":
         total = torch.stack(terms).sum()
         return LossOutput(loss=total, sample_count=batch.batch_size, diagnostics=diagnostics)
     return _finish(terms, batch, diagnostics)
 
 
-def _advantage_sgo_term(batch: DistillBatch, n_s: int, terms: list[Tensor], diag: dict[str, float]) -> None:
+def _check_temperature(temperature: object) -> float:
+    """τ as a float; ``ValueError`` unless it is a positive finite number."""
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float):
+        raise TypeError(f"temperature must be a positive float, got {type(temperature).__name__}")
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a positive finite float, got {temperature!r}")
+    return float(temperature)
+
+
+def _scaled(hidden: Tensor, tau: float, cdt: torch.dtype) -> Tensor:
+    """hidden / τ in the compute dtype (so z/τ = (h/τ)·Wᵀ + b/τ); untouched at τ = 1."""
+    return hidden if tau == 1.0 else hidden.to(cdt) / tau
+
+
+def _scaled_bias(bias: Tensor | None, tau: float, cdt: torch.dtype) -> Tensor | None:
+    return None if bias is None else _scaled(bias, tau, cdt)
+
+
+def _advantage_sgo_term(
+    batch: DistillBatch, n_s: int, terms: list[Tensor], diag: dict[str, float], eps_a: float
+) -> None:
     """The SGO term −sg(A)·S̄_θ(y) of :func:`~askd_ref.advantage_kd_loss` on token log-probs."""
     sgo_rows = ~batch.is_tgo
     if not bool(sgo_rows.any()):
@@ -827,7 +915,6 @@ def _advantage_sgo_term(batch: DistillBatch, n_s: int, terms: list[Tensor], diag
     from askd_ref._validation import check_range
 
     check_range("quality", part.quality, 0.0, 1.0)
-    eps_a = _default(advantage_kd_loss, "eps_a")
     adv = group_advantages(part.quality.to(s.dtype), part.group, eps_a).detach()
     terms.append(-(adv * pool(s, m, "mean")).sum() / n_s)
     diag["advantage_kd/adv_mean"] = _mean(adv)
@@ -842,10 +929,11 @@ def chunked_token_log_probs(
     *,
     bias: Float[Tensor, " vocab"] | None = None,
     chunk_size: int | None = None,
+    temperature: float = 1.0,
 ) -> Float[Tensor, "batch seq"]:
-    r"""Token log-probs log softmax(hidden·Wᵀ + b)[target] without (tokens × vocab) logits.
+    r"""Token log-probs log softmax((hidden·Wᵀ + b)/τ)[target] without (tokens × vocab) logits.
 
-    .. math:: \ell_t = z_{t, y_t} - \log\sum_v e^{z_{t,v}},\qquad z_t = W h_t + b
+    .. math:: \ell_t = z_{t, y_t} - \log\sum_v e^{z_{t,v}},\qquad z_t = (W h_t + b)/\tau
 
     Differentiable in ``hidden``, ``weight`` and ``bias``: the backward pass recomputes each
     chunk's logits once (the forward keeps one log-sum-exp per token). The values feed the
@@ -858,6 +946,7 @@ def chunked_token_log_probs(
         mask: bool ``(batch, seq)``; only True positions are computed.
         bias: optional ``(vocab,)``.
         chunk_size: tokens per projection chunk; ``None``: :func:`default_chunk_size`.
+        temperature: τ > 0 dividing the logits (default 1).
 
     Returns:
         ``(batch, seq)`` log-probs, 0 at masked-out positions; float32 for half inputs.
@@ -869,13 +958,15 @@ def chunked_token_log_probs(
         tensor([[-1.3863,  0.0000]])
     """
     _check_chunk(chunk_size, "fused")
+    tau = _check_temperature(temperature)
     shape = _check_mask(mask)
     h, w, b = _check_head("student", hidden, weight, bias, shape)
     check_same_device(hidden=h, mask=mask)
     ids = _check_targets(target_ids, mask, w.shape[0])
     cdt = compute_dtype(*(x.dtype for x in (h, w, b) if x is not None))
     rows, cols = torch.nonzero(mask, as_tuple=True)
-    packed = h[rows, cols]
+    packed = _scaled(h[rows, cols], tau, cdt)
+    b = _scaled_bias(b, tau, cdt)
     if is_validation_enabled():
         check_no_nan("hidden (at masked-in positions)", packed)
         check_no_nan("weight", w)

@@ -5,6 +5,13 @@ optional ``quality``, ``reference`` (answer), ``tests`` (code), ``behaviour_logp
 response tokens of log μ(y_t|c_t), for off-policy SGOs, E13). Unknown fields are kept in
 ``extra`` and written back unchanged.
 
+Chat records: instead of ``prompt`` and ``response`` a record may carry ``messages``, a list of
+``{"role": ..., "content": ...}`` whose last message is the ``assistant`` response; ``source``
+then defaults to ``"teacher"``. The messages are kept in ``extra["messages"]`` and the prompt
+text is a placeholder (the JSON of the prompt messages) until
+:func:`askd_ref.engine.tokens.render_chat_prompts` renders it with the tokenizer's chat template
+(the trainer and ``askd distill`` do).
+
 Reading and writing use only the standard library: :func:`read_samples` /
 :func:`write_samples` for sample files, :func:`read_prompts` for the prompt files ``askd
 generate`` starts from. A bad line (corrupt or truncated JSON, not an object, a missing required
@@ -33,6 +40,7 @@ __all__ = [
     "RecordList",
     "Sample",
     "Source",
+    "check_messages",
     "read_prompts",
     "read_samples",
     "write_samples",
@@ -109,6 +117,8 @@ class Sample:
         """
         if not isinstance(record, Mapping):
             raise ValueError(f"a sample record must be a JSON object, got {_json_kind(record)}")
+        if "messages" in record and "prompt" not in record and "response" not in record:
+            record = _from_messages(record)
         for name in ("prompt", "response", "source"):
             if name not in record:
                 raise ValueError(f"missing required field {name!r}")
@@ -133,6 +143,42 @@ class Sample:
             behaviour_logprob=_optional_number(record, "behaviour_logprob"),
             extra=extra,
         )
+
+
+def _from_messages(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A chat record as a prompt/response record (see the module docstring)."""
+    messages = check_messages(record["messages"])
+    if messages[-1]["role"] != "assistant":
+        raise ValueError(
+            "field 'messages' must end with the assistant response, "
+            f"got a {messages[-1]['role']!r} message last"
+        )
+    if len(messages) < 2:
+        raise ValueError("field 'messages' needs at least one message before the assistant response")
+    out = dict(record)
+    out["prompt"] = json.dumps(messages[:-1], ensure_ascii=False)
+    out["response"] = messages[-1]["content"]
+    out.setdefault("source", "teacher")
+    return out
+
+
+def check_messages(messages: object) -> list[dict[str, str]]:
+    """``messages`` as a list of ``{"role": str, "content": str}``; ``ValueError`` naming what is wrong.
+
+    >>> check_messages([{"role": "user", "content": "1+1="}])
+    [{'role': 'user', 'content': '1+1='}]
+    """
+    if not isinstance(messages, list) or not messages:
+        raise ValueError(f"field 'messages' must be a non-empty list of messages, got {_json_kind(messages)}")
+    out: list[dict[str, str]] = []
+    for i, m in enumerate(messages):
+        ok = isinstance(m, Mapping) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+        if not ok:
+            raise ValueError(
+                f"messages[{i}] must be an object with string 'role' and 'content', got {m!r:.80}"
+            )
+        out.append({"role": m["role"], "content": m["content"]})
+    return out
 
 
 _SAMPLE_FIELDS: tuple[str, ...] = (

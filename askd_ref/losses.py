@@ -6,16 +6,22 @@ gradient) as Python floats. The sequence-level losses E11–E13 are *gradient-eq
 surrogates* sg(c)·S_θ(y): their value is not a divergence, their gradient is the coefficient
 times the score. Diagnostics carry the divergence estimates.
 
-Reduction, the same for every method: each sample's loss is pooled over its tokens
+Reduction. By default (``reduction="sample"``) each sample's loss is pooled over its tokens
 (``normalize``), then summed over samples and divided by the sample count. Pass the *global*
 counts (``num_samples``, or ``num_tgo`` / ``num_sgo``) when a batch is split across
 gradient-accumulation steps or ranks; the sum of the micro-batch losses then has exactly the
-gradient of one batch holding all samples (E14).
+gradient of one batch holding all samples (E14). Token-level terms (the dense divergences of
+``askd-dense``, of ``askd`` with ``lambda_dense > 0`` and of the baselines) also take
+``reduction="token"``: one token mean over all loss positions of the term's rows — the
+per-token divergences are summed and divided by the number of those positions (global counts
+``num_tgo_tokens`` / ``num_sgo_tokens`` under accumulation and data parallelism), which is
+what TRL, Liger-Kernel and DistiLLM compute. The sequence-level terms E11–E13 stay per sample.
 """
 
 import dataclasses
 import math
 from collections.abc import Mapping
+from typing import Literal, TypeAlias
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -34,13 +40,21 @@ from askd_ref.schedules import quality_gate, sgo_alpha, tgo_alpha
 from askd_ref.sequence import check_token_batch, pool
 
 __all__ = [
+    "REDUCTIONS",
     "DistillBatch",
     "LossOutput",
+    "Reduction",
     "askd_loss",
     "dense_askd_loss",
     "sgo_loss",
     "tgo_loss",
 ]
+
+
+Reduction: TypeAlias = Literal["sample", "token"]
+#: The reductions of the token-level losses: ``"sample"`` (token mean per sample, then the mean
+#: over samples; the default) and ``"token"`` (one token mean over all loss positions).
+REDUCTIONS: tuple[str, ...] = ("sample", "token")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -378,6 +392,37 @@ def _split_counts(
     return tgo_rows, sgo_rows, n_t, n_s
 
 
+def check_reduction(reduction: object) -> Reduction:
+    """``reduction`` if it is one of :data:`REDUCTIONS`, else ``ValueError`` naming it."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be 'sample' or 'token', got {reduction!r}")
+    return reduction  # type: ignore[return-value]
+
+
+def _token_counts(
+    batch: DistillBatch, reduction: str, num_tgo_tokens: int | None, num_sgo_tokens: int | None
+) -> tuple[int, int]:
+    """The normalisers of ``reduction="token"``: (TGO, SGO) loss positions, global if given.
+
+    Under ``reduction="sample"`` the token counts have no meaning and passing one is an error.
+    """
+    check_reduction(reduction)
+    if reduction == "sample":
+        for name, value in (("num_tgo_tokens", num_tgo_tokens), ("num_sgo_tokens", num_sgo_tokens)):
+            if value is not None:
+                raise ValueError(
+                    f"{name} is the normaliser of reduction='token'; got it with reduction='sample'"
+                )
+        return 0, 0
+    lengths = batch.mask.sum(-1)
+    local_t = int(lengths[batch.is_tgo].sum())
+    local_s = int(lengths[~batch.is_tgo].sum())
+    return (
+        check_count("num_tgo_tokens", num_tgo_tokens, local_t),
+        check_count("num_sgo_tokens", num_sgo_tokens, local_s),
+    )
+
+
 def _sequence_fields(part: DistillBatch) -> dict[str, Tensor]:
     """The keyword arguments of :func:`tgo_loss` / :func:`sgo_loss` taken from a batch."""
     fields = {
@@ -395,6 +440,9 @@ def askd_loss(
     options: ASKDOptions | None = None,
     num_tgo: int | None = None,
     num_sgo: int | None = None,
+    reduction: Reduction = "sample",
+    num_tgo_tokens: int | None = None,
+    num_sgo_tokens: int | None = None,
 ) -> LossOutput:
     r"""ASKD total loss L = λ_T·mean_TGO ℓ_T + λ_S·mean_SGO ℓ_S (+ λ_D·dense) (spec E14).
 
@@ -414,6 +462,10 @@ def askd_loss(
         options: :class:`~askd_ref.ASKDOptions`; ``None`` means the defaults.
         num_tgo: global TGO count; default the TGOs in ``batch``.
         num_sgo: global SGO count; default the SGOs in ``batch``.
+        reduction: reduction of the dense term (see :func:`dense_askd_loss`); the sequence
+            terms are per sample either way.
+        num_tgo_tokens: global TGO token count (``reduction="token"``); default local.
+        num_sgo_tokens: global SGO token count (``reduction="token"``); default local.
 
     Returns:
         :class:`LossOutput`; diagnostics of both groups plus ``askd/num_tgo``, ``askd/num_sgo``.
@@ -432,6 +484,7 @@ def askd_loss(
     opts = resolve_options(options)
     batch.require("askd_loss", "student_token_logp", "teacher_token_logp", "quality")
     tgo_rows, sgo_rows, n_t, n_s = _split_counts(batch, num_tgo, num_sgo)
+    _token_counts(batch, reduction, num_tgo_tokens, num_sgo_tokens)
     terms: list[Tensor] = []
     diagnostics: dict[str, float] = {}
     if bool(tgo_rows.any()):
@@ -447,7 +500,15 @@ def askd_loss(
         terms.append(opts.lambda_sgo * out.loss)
         diagnostics.update(out.diagnostics)
     if opts.lambda_dense > 0:
-        dense = dense_askd_loss(batch, options=opts, num_tgo=num_tgo, num_sgo=num_sgo)
+        dense = dense_askd_loss(
+            batch,
+            options=opts,
+            num_tgo=num_tgo,
+            num_sgo=num_sgo,
+            reduction=reduction,
+            num_tgo_tokens=num_tgo_tokens,
+            num_sgo_tokens=num_sgo_tokens,
+        )
         terms.append(opts.lambda_dense * dense.loss)
         diagnostics.update(dense.diagnostics)
     diagnostics["askd/num_tgo"] = float(tgo_rows.sum())
@@ -504,6 +565,9 @@ def dense_askd_loss(
     options: ASKDOptions | None = None,
     num_tgo: int | None = None,
     num_sgo: int | None = None,
+    reduction: Reduction = "sample",
+    num_tgo_tokens: int | None = None,
+    num_sgo_tokens: int | None = None,
 ) -> LossOutput:
     r"""Dense ASKD ("askd-dense", quality-adaptive DistiLLM-2) over the full vocabulary (E15).
 
@@ -520,11 +584,22 @@ def dense_askd_loss(
     (``"mean"``, the default, is the mean over the sequence's tokens). With α_lo = α_hi = 0.1,
     gate ``"none"`` and ``mixture_grad="stop"`` it equals :func:`~askd_ref.distillm2_loss`.
 
+    With ``reduction="token"`` each group is one token mean instead (``normalize`` no longer
+    matters), M_T / M_S the TGO / SGO loss positions:
+
+    .. math::
+        L = \frac{\lambda_T}{M_T}\sum_{i\in\mathrm{TGO}}\sum_t \mathrm{SKL}_{\alpha_T(r_i)}(p_t, q_t)
+          + \frac{\lambda_S}{M_S}\sum_{j\in\mathrm{SGO}} (1 - h(r_j))\sum_t
+              \mathrm{SRKL}_{\alpha_S(r_j)}(p_t, q_t)
+
     Args:
         batch: a :class:`DistillBatch` with ``student_logp``, ``teacher_logp``, ``quality``.
         options: :class:`~askd_ref.ASKDOptions`; ``None`` means the defaults.
         num_tgo: global TGO count; default the TGOs in ``batch``.
         num_sgo: global SGO count; default the SGOs in ``batch``.
+        reduction: ``"sample"`` (default) or ``"token"`` (see above).
+        num_tgo_tokens: global TGO token count M_T (``reduction="token"``); default local.
+        num_sgo_tokens: global SGO token count M_S (``reduction="token"``); default local.
 
     Returns:
         :class:`LossOutput` with diagnostics ``dense/tgo_skl``, ``dense/sgo_srkl`` (per-token
@@ -542,14 +617,18 @@ def dense_askd_loss(
     batch.require("dense_askd_loss", "student_logp", "teacher_logp", "quality")
     assert batch.quality is not None
     tgo_rows, sgo_rows, n_t, n_s = _split_counts(batch, num_tgo, num_sgo)
+    m_t, m_s = _token_counts(batch, reduction, num_tgo_tokens, num_sgo_tokens)
     terms: list[Tensor] = []
     diagnostics: dict[str, float] = {}
     if bool(tgo_rows.any()):
         r = batch.quality[tgo_rows]
         alpha = tgo_alpha(r, options=opts)
         sums, lengths = packed_token_divergence(batch, tgo_rows, "skl", alpha)
-        per_sample = pool_sums(sums, lengths, opts.normalize)
-        terms.append(opts.lambda_tgo * per_sample.sum() / n_t)
+        if reduction == "token":
+            terms.append(opts.lambda_tgo * sums.sum() / m_t)
+        else:
+            per_sample = pool_sums(sums, lengths, opts.normalize)
+            terms.append(opts.lambda_tgo * per_sample.sum() / n_t)
         diagnostics["dense/tgo_skl"] = float(sums.detach().sum() / lengths.sum())
         diagnostics["dense/tgo_alpha"] = _mean(alpha)
     if bool(sgo_rows.any()):
@@ -557,8 +636,11 @@ def dense_askd_loss(
         alpha = sgo_alpha(r, options=opts)
         h = quality_gate(r, options=opts)
         sums, lengths = packed_token_divergence(batch, sgo_rows, "srkl", alpha, opts.mixture_grad)
-        per_sample = (1 - h) * pool_sums(sums, lengths, opts.normalize)
-        terms.append(opts.lambda_sgo * per_sample.sum() / n_s)
+        if reduction == "token":
+            terms.append(opts.lambda_sgo * ((1 - h) * sums).sum() / m_s)
+        else:
+            per_sample = (1 - h) * pool_sums(sums, lengths, opts.normalize)
+            terms.append(opts.lambda_sgo * per_sample.sum() / n_s)
         diagnostics["dense/sgo_srkl"] = float(sums.detach().sum() / lengths.sum())
         diagnostics["dense/sgo_alpha"] = _mean(alpha)
         diagnostics["dense/sgo_gate"] = _mean(h)

@@ -13,6 +13,8 @@ Conventions (spec §1), stated once:
   the exact sequence-level quantities; ``normalize="mean"`` divides both by |y| = Σ_t mask.
 """
 
+import math
+
 import torch
 import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
@@ -158,6 +160,8 @@ def token_log_probs(
     logits: Float[Tensor, "batch seq vocab"],
     input_ids: Int[Tensor, "batch seq"],
     response_mask: Bool[Tensor, "batch seq"],
+    *,
+    temperature: float = 1.0,
 ) -> tuple[Float[Tensor, "batch seq-1"], Bool[Tensor, "batch seq-1"]]:
     """Log-probs of the tokens that follow each position, with the causal-LM shift (spec §1).
 
@@ -172,6 +176,8 @@ def token_log_probs(
         logits: shape ``(batch, seq, vocab)``.
         input_ids: integer token ids, shape ``(batch, seq)``.
         response_mask: bool, shape ``(batch, seq)``, True on response tokens of ``input_ids``.
+        temperature: τ > 0; the log-softmax is taken of ``logits / τ`` (TRL's and Liger-Kernel's
+            convention, no τ² factor). Default 1.
 
     Returns:
         ``(token_logp, mask)``, both of shape ``(batch, seq − 1)``.
@@ -212,6 +218,11 @@ def token_log_probs(
     vocab = x.shape[-1]
     if bool(((input_ids < 0) | (input_ids >= vocab)).any()):
         raise ValueError(f"input_ids must lie in [0, {vocab}) (the vocabulary of logits)")
-    logp = F.log_softmax(x[:, :-1].to(compute_dtype(x.dtype)), dim=-1)
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float):
+        raise TypeError(f"temperature must be a positive float, got {type(temperature).__name__}")
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a positive finite float, got {temperature!r}")
+    z = x[:, :-1].to(compute_dtype(x.dtype))
+    logp = F.log_softmax(z if temperature == 1 else z / temperature, dim=-1)
     out = logp.gather(-1, input_ids[:, 1:, None].long()).squeeze(-1)
     return out, response_mask[:, 1:]

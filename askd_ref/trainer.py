@@ -20,9 +20,14 @@ Reduction (E14): every loss divides its per-sample sum by the number of TGOs / S
 whole optimizer step — all gradient-accumulation micro-batches on all ranks. The counts are
 known before any forward (TGOs per prompt in the data, ``sgo_per_prompt`` SGOs per prompt), so
 :meth:`ASKDTrainer.get_batch_samples` sums them over the accumulation window and all-reduces
-them over ranks. DDP averages gradients over ranks, so each rank's loss is multiplied by the
-world size (as TRL does). The result: one step with gradient accumulation and/or data
-parallelism has the gradient of one large batch holding all its samples (tested).
+them over ranks. With ``reduction="token"`` the token-level terms divide by the number of TGO /
+SGO response tokens of the whole step instead; on-policy SGOs of the window are then sampled in
+:meth:`ASKDTrainer.get_batch_samples`, before the first micro-batch, so that their lengths are
+known (the student does not change within the window and every sample has its own seed, so
+the samples are the ones the micro-batches would have drawn). DDP averages gradients over
+ranks, so each rank's loss is multiplied by the world size (as TRL does). The result: one step
+with gradient accumulation and/or data parallelism has the gradient of one large batch holding
+all its samples (tested).
 """
 
 import contextlib
@@ -39,13 +44,13 @@ from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 from transformers import Trainer, TrainerCallback
 
-from askd_ref.baselines import METHODS, compute_loss
+from askd_ref.baselines import METHODS, check_method_params, compute_loss, distillm2_gradual_beta
 from askd_ref.data import Sample
 from askd_ref.engine.forward import hidden_states, sequence_logprobs, shared_vocab_size
 from askd_ref.engine.tokens import TokenBatch, encode_prompt, encode_response, pad_batch
 from askd_ref.generation import generate
 from askd_ref.io import atomic_write_json
-from askd_ref.losses import DistillBatch, LossOutput
+from askd_ref.losses import REDUCTIONS, DistillBatch, LossOutput
 from askd_ref.options import ASKDOptions
 from askd_ref.quality import QualitySignal
 
@@ -57,6 +62,7 @@ __all__ = [
     "PromptDataset",
     "PromptItem",
     "Response",
+    "prompt_items_from_records",
     "prompt_items_from_samples",
 ]
 
@@ -149,6 +155,48 @@ class ASKDConfig:
     chunk_size: int = 256
     """Token positions per chunk on the chunked path."""
 
+    loss_temperature: float = 1.0
+    """τ of the loss: student and teacher logits are divided by τ before every log-softmax of
+    the loss (no τ² factor; TRL's and Liger-Kernel's ``temperature``). ``temperature`` above is
+    the sampling temperature of SGO generation, a different thing."""
+
+    reduction: str = "sample"
+    """Reduction of the token-level loss terms: ``"sample"`` (token mean per sample, then the
+    mean over samples) or ``"token"`` (one token mean over all loss positions of the optimizer
+    step, with global counts over accumulation and ranks; TRL's, Liger's and DistiLLM's)."""
+
+    alpha: float | None = None
+    """α of ``distillm`` / ``distillm2`` (``None``: 0.1)."""
+
+    beta: float | None = None
+    """β of ``gkd`` (JSD_β; ``None``: 0.5) or DistiLLM-2's term weight of ``distillm2``
+    ((2 − β)·TGO term + β·SGO term; ``None``: 1)."""
+
+    loss_type: str | None = None
+    """``distillm2`` only: ``"distillm_v2"`` (default) or ``"distillm_v1"`` (SRKL on TGOs too)."""
+
+    eps_a: float | None = None
+    """ε_A of ``advantage_kd`` (``None``: 1e-4)."""
+
+    gradual_beta: bool = False
+    """``distillm2`` only: DistiLLM-2's schedule β = 1 + 0.5·min(1, 2·step/max_steps) of the term
+    weight, recomputed every optimizer step (excludes a fixed ``beta``)."""
+
+    log_samples_every: int = 0
+    """Every this many optimizer steps (0: never), write a few of the step's TGOs and SGOs with
+    their quality, Δ, α and coefficient (w for TGOs, ĉ for SGOs) to
+    ``<output_dir>/samples.jsonl`` and, when a TensorBoard callback is active, as TensorBoard
+    text (tag ``samples``)."""
+
+    log_samples_count: int = 2
+    """How many TGOs and how many SGOs :attr:`log_samples_every` writes each time."""
+
+    lmbda: float | None = None
+    """GKD's on-policy fraction λ ∈ [0, 1] (``sgo_regime="on_policy"``, methods that train on both
+    kinds): each optimizer step trains on freshly sampled SGOs with probability λ and on the
+    data's TGOs otherwise (a draw from ``(seed, step)``, the same on every rank and on resume).
+    ``None``: every step trains on both kinds."""
+
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
@@ -160,7 +208,10 @@ class ASKDConfig:
             )
         if self.loss_path not in ("chunked", "full"):
             raise ValueError(f"loss_path must be 'chunked' or 'full', got {self.loss_path!r}")
-        for name in ("sgo_per_prompt", "max_new_tokens", "generation_batch_size", "chunk_size"):
+        positive = (
+            "sgo_per_prompt", "max_new_tokens", "generation_batch_size", "chunk_size", "log_samples_count",
+        )
+        for name in positive:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -174,6 +225,43 @@ class ASKDConfig:
             raise ValueError(f"method {self.method!r} trains on SGOs; sgo_regime='none' gives it none")
         if self.quality is not None and not isinstance(self.quality, str):
             raise TypeError(f"quality must be a signal name or None, got {type(self.quality).__name__}")
+        lt = self.loss_temperature
+        if isinstance(lt, bool) or not (isinstance(lt, int | float) and lt > 0 and math.isfinite(lt)):
+            raise ValueError(f"loss_temperature must be a positive finite float, got {lt!r}")
+        every = self.log_samples_every
+        if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+            raise ValueError(f"log_samples_every must be a non-negative int, got {every!r}")
+        if self.reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be 'sample' or 'token', got {self.reduction!r}")
+        check_method_params(
+            self.method, alpha=self.alpha, beta=self.beta, loss_type=self.loss_type, eps_a=self.eps_a
+        )
+        if self.gradual_beta and self.method != "distillm2":
+            raise ValueError(f"gradual_beta is DistiLLM-2's schedule (method distillm2), not {self.method!r}")
+        if self.gradual_beta and self.beta is not None:
+            raise ValueError("gradual_beta sets beta at every step; do not also give a fixed beta")
+        if self.lmbda is not None:
+            lm = self.lmbda
+            if isinstance(lm, bool) or not (isinstance(lm, int | float) and 0 <= lm <= 1):
+                raise ValueError(f"lmbda must lie in [0, 1], got {lm!r}")
+            if self.sgo_regime != "on_policy":
+                raise ValueError(
+                    "lmbda is the on-policy fraction; it needs sgo_regime='on_policy', "
+                    f"got {self.sgo_regime!r}"
+                )
+            if not (needs.tgo and needs.sgo):
+                raise ValueError(
+                    f"lmbda chooses between TGO and SGO steps; method {self.method!r} trains on one kind"
+                )
+
+    def method_params(self, step: int = 0, max_steps: int = 1) -> dict[str, Any]:
+        """The method parameters given to the loss at optimizer step ``step`` of ``max_steps``."""
+        params = check_method_params(
+            self.method, alpha=self.alpha, beta=self.beta, loss_type=self.loss_type, eps_a=self.eps_a
+        )
+        if self.gradual_beta:
+            params["beta"] = distillm2_gradual_beta(step, max(max_steps, 1))
+        return params
 
     @property
     def needs(self) -> MethodNeeds:
@@ -283,6 +371,37 @@ def prompt_items_from_samples(samples: Sequence[Sample]) -> list[PromptItem]:
     return items
 
 
+def prompt_items_from_records(records: Any, tokenizer: Any) -> list[PromptItem]:
+    """:class:`PromptItem` rows from an iterable of record dicts (e.g. a ``datasets.Dataset``).
+
+    Each row is read as a spec §8 record (:meth:`askd_ref.data.Sample.from_record`; columns that
+    are ``None`` in a row count as absent and a missing ``source`` means ``"teacher"``); chat
+    rows (``messages``) get their prompts rendered with ``tokenizer``'s chat template; then the
+    rows are grouped by prompt (:func:`prompt_items_from_samples`).
+    """
+    from askd_ref.engine.tokens import render_chat_prompts
+
+    samples: list[Sample] = []
+    for i, row in enumerate(records):
+        if not isinstance(row, Mapping):
+            raise TypeError(f"row {i} of the training data must be a mapping, got {type(row).__name__}")
+        record = {k: v for k, v in row.items() if v is not None}
+        record.setdefault("source", "teacher")
+        try:
+            samples.append(Sample.from_record(record))
+        except ValueError as err:
+            raise ValueError(f"row {i} of the training data: {err}") from None
+    return prompt_items_from_samples(render_chat_prompts(samples, tokenizer))
+
+
+def _is_hf_dataset(obj: object) -> bool:
+    """A ``datasets.Dataset`` (checked without importing ``datasets`` when it is not loaded)."""
+    import sys
+
+    module = sys.modules.get("datasets")
+    return module is not None and isinstance(obj, module.Dataset)
+
+
 class PromptDataset(Dataset[PromptItem]):
     """A list of :class:`PromptItem` as a torch dataset (indices must be 0..n−1 in order)."""
 
@@ -363,9 +482,17 @@ class ASKDTrainer(Trainer):
         args: :class:`transformers.TrainingArguments` (batch size = prompts per device;
             ``remove_unused_columns`` is forced off).
         config: :class:`ASKDConfig`.
-        train_dataset: a :class:`PromptDataset` or a sequence of :class:`PromptItem`.
+        train_dataset: a :class:`PromptDataset`, a sequence of :class:`PromptItem`, or a
+            :class:`datasets.Dataset` whose rows are spec §8 records — ``prompt``/``response`` or
+            chat ``messages`` columns, optional ``source`` (default ``"teacher"``), ``quality``,
+            ``reference``, ``tests``, ``behaviour_logprob`` (see
+            :func:`prompt_items_from_records`).
         processing_class: the shared tokenizer.
         quality_signal: a :class:`~askd_ref.quality.QualitySignal` overriding ``config.quality``.
+        peft_config: a ``peft`` config (e.g. ``LoraConfig``): the student is wrapped with
+            ``peft.get_peft_model`` and only its adapter weights train; checkpoints and
+            :meth:`save_model` hold the adapter, :meth:`save_merged_model` writes the merged
+            model. The teacher is never wrapped. Needs the ``peft`` extra.
         **kwargs: passed to :class:`transformers.Trainer` (callbacks, optimizers, …).
     """
 
@@ -377,17 +504,22 @@ class ASKDTrainer(Trainer):
         teacher: Any,
         args: Any,
         config: ASKDConfig,
-        train_dataset: PromptDataset | Sequence[PromptItem],
+        train_dataset: PromptDataset | Sequence[PromptItem] | Any,
         processing_class: Any,
         quality_signal: QualitySignal | None = None,
+        peft_config: Any = None,
         **kwargs: Any,
     ) -> None:
+        if peft_config is not None:
+            model = _apply_peft(model, peft_config, teacher)
         if not isinstance(config, ASKDConfig):
             raise TypeError(f"config must be an ASKDConfig, got {type(config).__name__}")
         if processing_class is None:
             raise ValueError("processing_class (the shared tokenizer) is required")
         if teacher is None and config.method != "seqkd":
             raise ValueError(f"method {config.method!r} needs a teacher model")
+        if _is_hf_dataset(train_dataset):
+            train_dataset = prompt_items_from_records(train_dataset, processing_class)
         dataset = train_dataset if isinstance(train_dataset, PromptDataset) else PromptDataset(train_dataset)
         self.askd_config = config
         self.tokenizer = processing_class
@@ -421,6 +553,7 @@ class ASKDTrainer(Trainer):
             **kwargs,
         )
         self.prompt_dataset = dataset
+        _check_fsdp_active(self)
         self.teacher = teacher
         if teacher is not None:
             self.teacher = teacher.to(self.args.device)
@@ -436,7 +569,10 @@ class ASKDTrainer(Trainer):
         self._tgo_quality: dict[tuple[int, int], float] = {}
         self._pool: dict[int, tuple[Response, ...]] = {}
         self._pool_epoch: int | None = None
-        self._window_counts: tuple[int, int] | None = None
+        self._window_counts: tuple[int, int, int, int] | None = None
+        self._window_kinds: tuple[bool, bool] = (True, True)
+        self._window_sgos: dict[int, tuple[Response, ...]] = {}
+        self._samples_logged_step: int | None = None
         self._diag_sums: dict[str, float] = defaultdict(float)
         self._diag_counts: dict[str, int] = defaultdict(int)
         if needs.sgo and config.sgo_regime == "batched":
@@ -511,6 +647,8 @@ class ASKDTrainer(Trainer):
             if self._pool_epoch is None:
                 self._prepare_epoch(0)
             return {it.index: self._pool[it.index] for it in items}
+        if self._window_sgos and all(it.index in self._window_sgos for it in items):
+            return {it.index: self._window_sgos[it.index] for it in items}  # sampled for the window
         return self._sample_sgos(items, f"step{self.state.global_step}")
 
     def _num_sgos(self, item: PromptItem) -> int:
@@ -523,39 +661,72 @@ class ASKDTrainer(Trainer):
 
     # ---- global counts ---------------------------------------------------------------------
 
+    def _step_kinds(self, step: int) -> tuple[bool, bool]:
+        """(TGOs, SGOs) trained on at optimizer step ``step``: both, unless ``lmbda`` draws one.
+
+        The draw u ∈ [0, 1) hashes ``(seed, step)``: the same on every rank and after a resume.
+        """
+        lmbda = self.askd_config.lmbda
+        if lmbda is None:
+            return True, True
+        from askd_ref.generation import sample_seed
+
+        u = sample_seed(int(self.args.seed), "lmbda", step) / 2.0**63
+        return (False, True) if u < lmbda else (True, False)
+
+    def _ids_of(self, response: Response) -> tuple[int, ...]:
+        if response.token_ids is not None:
+            return response.token_ids
+        return tuple(encode_response(self.tokenizer, response.text))
+
     def get_batch_samples(self, epoch_iterator: Any, num_batches: int, device: Any) -> tuple[list[Any], None]:
-        """Prefetch the accumulation window and compute the GLOBAL TGO/SGO counts of this step."""
+        """Prefetch the accumulation window and compute the GLOBAL TGO/SGO counts of this step.
+
+        With ``reduction="token"`` also the global TGO/SGO token counts (on-policy SGOs of the
+        window are sampled here for that).
+        """
         batches: list[Any] = []
         for _ in range(num_batches):
             try:
                 batches.append(next(epoch_iterator))
             except StopIteration:
                 break
-        needs = self.askd_config.needs
-        n_t = sum(len(it.tgos) for b in batches for it in b["items"]) if needs.tgo else 0
-        n_s = sum(self._num_sgos(it) for b in batches for it in b["items"]) if needs.sgo else 0
-        counts = torch.tensor([n_t, n_s], dtype=torch.long, device=self.args.device)
+        cfg = self.askd_config
+        needs = cfg.needs
+        kinds = self._step_kinds(int(self.state.global_step))
+        use_t, use_s = needs.tgo and kinds[0], needs.sgo and kinds[1]
+        items = [it for b in batches for it in b["items"]]
+        n_t = sum(len(it.tgos) for it in items) if use_t else 0
+        n_s = sum(self._num_sgos(it) for it in items) if use_s else 0
+        m_t = m_s = 0
+        self._window_sgos = {}
+        if cfg.reduction == "token" and items:
+            if use_t:
+                m_t = sum(len(self._ids_of(r)) for it in items for r in it.tgos)
+            if use_s:
+                sgos = self._sgos_for(items)
+                if cfg.sgo_regime == "on_policy":
+                    self._window_sgos = sgos
+                m_s = sum(len(self._ids_of(r)) for it in items for r in sgos[it.index])
+        counts = torch.tensor([n_t, n_s, m_t, m_s], dtype=torch.long, device=self.args.device)
         if self.world_size > 1:
             counts = self.accelerator.reduce(counts, reduction="sum")
-        self._window_counts = (int(counts[0]), int(counts[1]))
+        self._window_counts = (int(counts[0]), int(counts[1]), int(counts[2]), int(counts[3]))
+        self._window_kinds = kinds
         return batches, None
 
     # ---- the loss ----------------------------------------------------------------------------
 
-    def _rows(self, items: Sequence[PromptItem]) -> list[_Row]:
+    def _rows(self, items: Sequence[PromptItem], kinds: tuple[bool, bool] = (True, True)) -> list[_Row]:
         needs = self.askd_config.needs
         rows: list[_Row] = []
-        tok = self.tokenizer
-
-        def ids_of(r: Response) -> tuple[int, ...]:
-            return r.token_ids if r.token_ids is not None else tuple(encode_response(tok, r.text))
-
-        if needs.tgo:
+        ids_of = self._ids_of
+        if needs.tgo and kinds[0]:
             for it in items:
                 for j, r in enumerate(it.tgos):
                     q = r.quality if r.quality is not None else self._tgo_quality.get((it.index, j))
                     rows.append(_Row(it, r, True, ids_of(r), q))
-        if needs.sgo:
+        if needs.sgo and kinds[1]:
             sgos = self._sgos_for(items)
             for it in items:
                 for r in sgos[it.index]:
@@ -593,11 +764,24 @@ class ASKDTrainer(Trainer):
     ) -> Any:
         """The askd-ref loss of this micro-batch, normalised by the global counts, × world size."""
         items: list[PromptItem] = inputs["items"]
-        rows = self._rows(items)
-        # inside the training loop: the counts of the whole step (get_batch_samples); otherwise local
-        counts = self._window_counts if model.training else None
+        # inside the training loop: the kinds and counts of the whole step (get_batch_samples);
+        # otherwise both kinds and local counts
+        training = bool(model.training)
+        rows = self._rows(items, self._window_kinds if training else (True, True))
+        counts = self._window_counts if training else None
         out = self.loss_from_rows(model, rows, counts)
-        self._record(out.diagnostics, rows)
+        diagnostics = dict(out.diagnostics)
+        if self.askd_config.gradual_beta:
+            diagnostics["distillm2/beta"] = float(self._method_params()["beta"])
+        if self.askd_config.lmbda is not None and training:
+            diagnostics["lmbda/on_policy_step"] = float(not self._window_kinds[0])
+        self._record(diagnostics, rows)
+        every = self.askd_config.log_samples_every
+        step = int(self.state.global_step)
+        if training and every and step % every == 0 and self._samples_logged_step != step:
+            self._samples_logged_step = step
+            if self.is_world_process_zero():
+                self._log_samples(model, rows, step)
         loss = out.loss * self.world_size
         return (loss, {"diagnostics": out.diagnostics}) if return_outputs else loss
 
@@ -610,19 +794,41 @@ class ASKDTrainer(Trainer):
             self.args.device
         )
 
+    def _method_params(self) -> dict[str, Any]:
+        return self.askd_config.method_params(int(self.state.global_step), int(self.state.max_steps or 1))
+
+    def _loss_kwargs(self, n_t: int, n_s: int, m_t: int | None, m_s: int | None) -> dict[str, Any]:
+        """Counts, reduction and method parameters for :func:`compute_loss` / ``chunked_loss``."""
+        cfg = self.askd_config
+        needs = cfg.needs
+        kw: dict[str, Any] = {
+            "options": cfg.options,
+            "num_tgo": n_t if needs.tgo else None,
+            "num_sgo": n_s if needs.sgo else None,
+            **self._method_params(),
+        }
+        if cfg.reduction == "token":
+            kw["reduction"] = "token"
+            kw["num_tgo_tokens"] = m_t if needs.tgo else None
+            kw["num_sgo_tokens"] = m_s if needs.sgo else None
+        return kw
+
     def loss_from_rows(
-        self, model: Any, rows: Sequence[_Row], counts: tuple[int, int] | None = None
+        self, model: Any, rows: Sequence[_Row], counts: tuple[int, ...] | None = None
     ) -> LossOutput:
         """Forward teacher and student on ``rows`` and return the method's :class:`LossOutput`.
 
-        ``counts`` = (global TGOs, global SGOs) of the optimizer step; ``None``: the rows' own
-        counts (a loss of these rows alone).
+        ``counts`` = (global TGOs, global SGOs[, global TGO tokens, global SGO tokens]) of the
+        optimizer step; ``None``: the rows' own counts (a loss of these rows alone).
         """
         cfg = self.askd_config
         needs = cfg.needs
         if counts is None:
             counts = (sum(r.is_tgo for r in rows), sum(not r.is_tgo for r in rows))
-        n_t, n_s = counts
+        n_t, n_s = counts[0], counts[1]
+        m_t = counts[2] if len(counts) > 2 else None
+        m_s = counts[3] if len(counts) > 3 else None
+        tau = float(cfg.loss_temperature)
         batch = self._token_batch(rows)
         mask = batch.shifted_mask
         unscored = any(r.quality is None for r in rows)
@@ -638,15 +844,22 @@ class ASKDTrainer(Trainer):
                 dtype=torch.float64 if _model_dtype(model) == torch.float64 else torch.float32,
                 device=batch.input_ids.device,
             )
+        loss_kw = self._loss_kwargs(n_t, n_s, m_t, m_s)
         if cfg.loss_path == "chunked":
-            return self._chunked_loss(model, rows, batch, is_tgo, group, behaviour, n_t, n_s, teacher_lik)
-        teacher_token = teacher_full = None
+            return self._chunked_loss(model, rows, batch, is_tgo, group, behaviour, teacher_lik, loss_kw)
+        teacher_token = teacher_full = quality_token = None
         if self.teacher is not None and (needs.full or needs.teacher_token or teacher_lik):
             with torch.no_grad():
-                t_tok, t_full = sequence_logprobs(self.teacher, batch, self.vocab_size, full=needs.full)
+                t_tok, t_full = sequence_logprobs(
+                    self.teacher, batch, self.vocab_size, full=needs.full, temperature=tau
+                )
+                # the teacher-likelihood quality is a property of the teacher, at τ = 1
+                quality_token = t_tok
+                if teacher_lik and tau != 1.0:
+                    quality_token = sequence_logprobs(self.teacher, batch, self.vocab_size)[0]
             teacher_token, teacher_full = t_tok, t_full
-        q_tensor = self._quality_tensor(rows, teacher_token, mask, teacher_lik, batch.input_ids.device)
-        s_tok, s_full = sequence_logprobs(model, batch, self.vocab_size, full=needs.full)
+        q_tensor = self._quality_tensor(rows, quality_token, mask, teacher_lik, batch.input_ids.device)
+        s_tok, s_full = sequence_logprobs(model, batch, self.vocab_size, full=needs.full, temperature=tau)
         dbatch = DistillBatch(
             mask=mask,
             is_tgo=is_tgo,
@@ -659,13 +872,7 @@ class ASKDTrainer(Trainer):
             group=group,
         )
         with _no_autocast(batch.input_ids.device):  # the loss math stays fp32 under mixed precision
-            return compute_loss(
-                cfg.method,
-                dbatch,
-                options=cfg.options,
-                num_tgo=n_t if needs.tgo else None,
-                num_sgo=n_s if needs.sgo else None,
-            )
+            return compute_loss(cfg.method, dbatch, **loss_kw)
 
     def _quality_tensor(
         self, rows: Sequence[_Row], teacher_token: Tensor | None, mask: Tensor, teacher_lik: bool, device: Any
@@ -694,14 +901,12 @@ class ASKDTrainer(Trainer):
         is_tgo: Tensor,
         group: Tensor,
         behaviour: Tensor | None,
-        n_t: int,
-        n_s: int,
         teacher_lik: bool,
+        loss_kw: dict[str, Any],
     ) -> LossOutput:
         from askd_ref.chunked import chunked_loss, chunked_token_log_probs
 
         cfg = self.askd_config
-        needs = cfg.needs
         vocab = self.vocab_size
         mask = batch.shifted_mask
         targets = batch.input_ids[:, 1:]
@@ -733,13 +938,80 @@ class ASKDTrainer(Trainer):
                 quality=q_tensor,
                 behaviour_logp=behaviour,
                 group=group,
-                options=cfg.options,
-                num_tgo=n_t if needs.tgo else None,
-                num_sgo=n_s if needs.sgo else None,
                 chunk_size=cfg.chunk_size,
+                temperature=float(cfg.loss_temperature),
+                **loss_kw,
             )
 
     # ---- diagnostics -------------------------------------------------------------------------
+
+    def sample_report(self, model: Any, rows: Sequence[_Row]) -> list[dict[str, Any]]:
+        """Per row: kind, prompt, response (text, ids), quality, Δ, α, coefficient (w on TGOs, ĉ on SGOs).
+
+        Δ is the pooled log-ratio of student to teacher (``options.normalize``, loss temperature)
+        from a no-gradient forward of both models; α and the coefficient follow from Δ and the
+        quality (None without a teacher or a quality).
+        """
+        from askd_ref.coefficients import clipped_sgo_coefficient, tgo_coefficient
+        from askd_ref.schedules import sgo_alpha, tgo_alpha
+        from askd_ref.sequence import pool
+
+        cfg = self.askd_config
+        opts = cfg.options
+        batch = self._token_batch(rows)
+        mask = batch.shifted_mask
+        delta: list[float | None] = [None] * len(rows)
+        if self.teacher is not None:
+            tau = float(cfg.loss_temperature)
+            with torch.no_grad(), _no_autocast(batch.input_ids.device):
+                s_tok, _ = sequence_logprobs(model, batch, self.vocab_size, temperature=tau)
+                t_tok, _ = sequence_logprobs(self.teacher, batch, self.vocab_size, temperature=tau)
+                d = pool(torch.where(mask, s_tok - t_tok, 0.0).double(), mask, opts.normalize)
+            delta = [float(x) for x in d]
+        out: list[dict[str, Any]] = []
+        for row, dl in zip(rows, delta, strict=True):
+            entry: dict[str, Any] = {
+                "kind": "tgo" if row.is_tgo else "sgo",
+                "prompt": row.item.prompt,
+                "response": row.response.text,
+                "response_ids": list(row.ids),
+                "quality": row.quality,
+                "delta": dl,
+                "alpha": None,
+                "coefficient": None,
+            }
+            if row.quality is not None:
+                r = torch.tensor(float(row.quality), dtype=torch.float64)
+                alpha = tgo_alpha(r, options=opts) if row.is_tgo else sgo_alpha(r, options=opts)
+                entry["alpha"] = float(alpha)
+                if dl is not None:
+                    dt = torch.tensor(dl, dtype=torch.float64)
+                    if row.is_tgo:
+                        coef = tgo_coefficient(dt, alpha)
+                    else:
+                        coef = clipped_sgo_coefficient(dt, r, options=opts)
+                    entry["coefficient"] = float(coef)
+            out.append(entry)
+        return out
+
+    def _log_samples(self, model: Any, rows: Sequence[_Row], step: int) -> None:
+        k = self.askd_config.log_samples_count
+        pick = [r for r in rows if r.is_tgo][:k] + [r for r in rows if not r.is_tgo][:k]
+        if not pick:
+            return
+        entries = self.sample_report(model, pick)
+        import json
+
+        out_dir = str(self.args.output_dir)
+        os.makedirs(out_dir, exist_ok=True)
+        with open(os.path.join(out_dir, "samples.jsonl"), "a", encoding="utf-8") as f:
+            for e in entries:
+                f.write(json.dumps({"step": step, **e}, ensure_ascii=False) + "\n")
+        for cb in self.callback_handler.callbacks:
+            writer = getattr(cb, "tb_writer", None) if type(cb).__name__ == "TensorBoardCallback" else None
+            if writer is not None:
+                text = "\n\n".join(_sample_markdown(e) for e in entries)
+                writer.add_text("samples", text, global_step=step)
 
     def _record(self, diagnostics: Mapping[str, float], rows: Sequence[_Row]) -> None:
         for k, v in diagnostics.items():
@@ -778,6 +1050,23 @@ class ASKDTrainer(Trainer):
         super().log(logs, start_time)
 
     # ---- checkpoints -------------------------------------------------------------------------
+
+    def save_merged_model(self, output_dir: str) -> None:
+        """Write the student with its adapter merged into the base weights (a plain model).
+
+        The trainer's own model keeps its adapter (a copy is merged). Without PEFT this is
+        :meth:`save_model`.
+        """
+        model = self.accelerator.unwrap_model(self.model)
+        if not hasattr(model, "merge_and_unload"):
+            self.save_model(output_dir)
+            return
+        import copy
+
+        merged = copy.deepcopy(model).merge_and_unload()
+        if self.args.should_save:
+            merged.save_pretrained(output_dir)
+        self.accelerator.wait_for_everyone()
 
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
         """Write the checkpoint into ``tmp-checkpoint-N`` and rename it to ``checkpoint-N`` when complete.
@@ -852,9 +1141,59 @@ class ASKDTrainer(Trainer):
             self._pool_epoch = int(data["epoch"])
 
 
+def _fmt(x: float | None) -> str:
+    return "–" if x is None else f"{x:.4g}"
+
+
+def _sample_markdown(e: Mapping[str, Any]) -> str:
+    """One logged sample as TensorBoard markdown."""
+    head = (
+        f"**{e['kind'].upper()}** quality {_fmt(e['quality'])} · Δ {_fmt(e['delta'])} · "
+        f"α {_fmt(e['alpha'])} · coefficient {_fmt(e['coefficient'])}"
+    )
+    return f"{head}\n\n    {e['prompt']!r}\n    → {e['response']!r}"
+
+
 def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
     """Disable any enclosing autocast: models run in mixed precision, losses never do."""
     return torch.autocast(device_type=device.type, enabled=False)
+
+
+def _check_fsdp_active(trainer: Any) -> None:
+    """Refuse a run that asked for FSDP but that accelerate is not sharding (it would train unsharded).
+
+    accelerate (1.16) turns FSDP on only for multi-GPU-type backends: on CPU processes (gloo) a
+    ``--use_fsdp`` launch or ``TrainingArguments(fsdp=...)`` leaves the run in plain data parallel.
+    """
+    requested = getattr(trainer.args, "fsdp_plugin_args", None) is not None or (
+        os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    )
+    if requested and not trainer.is_fsdp_enabled:
+        raise ValueError(
+            "FSDP was requested (TrainingArguments.fsdp or `accelerate launch --use_fsdp`) but "
+            f"accelerate did not enable it for this {trainer.accelerator.state.distributed_type} run: "
+            "it shards only on GPU-type backends, not on CPU processes. Drop the FSDP settings (the "
+            "run is then data parallel) or run on GPUs"
+        )
+
+
+def _apply_peft(model: Any, peft_config: Any, teacher: Any) -> Any:
+    """``peft.get_peft_model(model, peft_config)``, refusing a model that is already wrapped."""
+    try:
+        import peft
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise ImportError("peft_config needs the peft package: pip install 'askd-ref[peft]'") from None
+    if not isinstance(peft_config, peft.PeftConfig):
+        raise TypeError(
+            f"peft_config must be a peft.PeftConfig (e.g. LoraConfig), got {type(peft_config).__name__}"
+        )
+    if isinstance(model, peft.PeftModel):
+        raise ValueError(
+            "the student is already a PeftModel; pass the base model with peft_config, or no peft_config"
+        )
+    if teacher is not None and teacher is model:
+        raise ValueError("teacher and student are the same object; the adapter would change the teacher")
+    return peft.get_peft_model(model, peft_config)
 
 
 def _head(model: Any, vocab: int) -> tuple[Tensor, Tensor | None]:
@@ -862,6 +1201,11 @@ def _head(model: Any, vocab: int) -> tuple[Tensor, Tensor | None]:
     head = model.get_output_embeddings()
     if head is None or getattr(head, "weight", None) is None:
         raise ValueError("the model has no output projection (get_output_embeddings() is None)")
+    if hasattr(head, "base_layer"):
+        raise ValueError(
+            "the output projection carries a PEFT adapter, which the chunked loss path (it reads "
+            "lm_head.weight) would ignore; leave lm_head out of target_modules or use loss_path='full'"
+        )
     bias = getattr(head, "bias", None)
     return head.weight[:vocab], (None if bias is None else bias[:vocab])
 

@@ -45,21 +45,24 @@ WORKER = textwrap.dedent(
         for i, p in enumerate(problems)
     ]
     results = {}
-    for method, regime, path in (("askd", "on_policy", "chunked"), ("askd", "batched", "full"),
-                                 ("distillm2", "on_policy", "chunked")):
+    token = dict(reduction="token", beta=1.3, loss_temperature=1.5)  # global token counts over ranks
+    for method, regime, path, extra in (("askd", "on_policy", "chunked", {}), ("askd", "batched", "full", {}),
+                                        ("distillm2", "on_policy", "chunked", {}),
+                                        ("distillm2", "on_policy", "full", token)):
         student = tiny_llama(tok, hidden_size=16, num_layers=1, num_heads=2, seed=12)
         args = TrainingArguments(
-            output_dir=f"{out}/run-{method}-{regime}", per_device_train_batch_size=batch, max_steps=2,
+            output_dir=f"{out}/run-{method}-{regime}-{path}", per_device_train_batch_size=batch, max_steps=2,
             learning_rate=0.1, optim="sgd", lr_scheduler_type="constant", max_grad_norm=0.0,
             logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, disable_tqdm=True, seed=0,
             ddp_backend="gloo" if int(__import__("os").environ.get("WORLD_SIZE", "1")) > 1 else None,
         )
-        cfg = ASKDConfig(method=method, sgo_regime=regime, loss_path=path, max_new_tokens=6, sgo_per_prompt=2)
+        cfg = ASKDConfig(method=method, sgo_regime=regime, loss_path=path, max_new_tokens=6, sgo_per_prompt=2,
+                         **extra)
         trainer = ASKDTrainer(model=student, teacher=teacher, args=args, config=cfg, train_dataset=items,
                               processing_class=tok)
         trainer.train()
         if trainer.is_world_process_zero():
-            results[f"{method}/{regime}/{path}"] = {
+            results[f"{method}/{regime}/{path}" + ("/token" if extra else "")] = {
                 "world_size": trainer.accelerator.num_processes,
                 "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h],
                 "params": {n: p.detach().tolist() for n, p in student.named_parameters()},

@@ -9,6 +9,7 @@ real mismatch and raises ``ValueError``.
 All log-softmaxes run in float32 (float64 for float64 models), whatever the model dtype.
 """
 
+import math
 from typing import Any
 
 import torch
@@ -78,14 +79,15 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def sequence_logprobs(
-    model: Any, batch: TokenBatch, vocab_size: int, *, full: bool = False
+    model: Any, batch: TokenBatch, vocab_size: int, *, full: bool = False, temperature: float = 1.0
 ) -> tuple[Tensor, Tensor | None]:
     """Token log-probs of every next token, and optionally the full distributions.
 
     Runs ``model(input_ids, attention_mask)`` (pass the DDP-wrapped model when training, so its
     gradient hooks fire), slices the logits to ``vocab_size`` and applies the causal shift:
     entry ``[b, t]`` is log q(input_ids[b, t+1] | input_ids[b, :t+1]). Mask the result with
-    ``batch.shifted_mask``.
+    ``batch.shifted_mask``. ``temperature`` τ divides the logits before the log-softmax (no τ²
+    factor).
 
     Returns:
         ``(token_logp, full_logp)``: ``(batch, seq−1)`` and, when ``full``,
@@ -93,7 +95,12 @@ def sequence_logprobs(
     """
     out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
     logits = out.logits[:, :-1, :vocab_size]
-    logp = F.log_softmax(logits.to(_compute_dtype(logits.dtype)), dim=-1)
+    z = logits.to(_compute_dtype(logits.dtype))
+    if temperature != 1.0:
+        if not (math.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"temperature must be a positive finite float, got {temperature!r}")
+        z = z / temperature
+    logp = F.log_softmax(z, dim=-1)
     targets = batch.input_ids[:, 1:]
     if bool((targets[batch.shifted_mask] >= vocab_size).any()):
         raise ValueError(f"a response token id is outside the shared vocabulary of {vocab_size} tokens")
@@ -101,9 +108,9 @@ def sequence_logprobs(
     return token, (logp if full else None)
 
 
-def token_logprobs(model: Any, batch: TokenBatch, vocab_size: int) -> Tensor:
+def token_logprobs(model: Any, batch: TokenBatch, vocab_size: int, *, temperature: float = 1.0) -> Tensor:
     """Only the ``(batch, seq−1)`` token log-probs of :func:`sequence_logprobs`."""
-    return sequence_logprobs(model, batch, vocab_size)[0]
+    return sequence_logprobs(model, batch, vocab_size, temperature=temperature)[0]
 
 
 def hidden_states(model: Any, batch: TokenBatch) -> Tensor:

@@ -16,15 +16,21 @@ have complete examples)::
     quality: exact_match                  # quality signal name, or null
     quality_kwargs: {}
     sgo: {regime: on_policy, per_prompt: 1, temperature: 1.0, top_p: 1.0,
-          max_new_tokens: 256, batch_size: 16}
-    loss: {path: chunked, chunk_size: 256}
+          max_new_tokens: 256, batch_size: 16, lmbda: null}   # lmbda: GKD's on-policy fraction
+    loss: {path: chunked, chunk_size: 256, temperature: 1.0, reduction: sample,
+           alpha: null, beta: null, loss_type: null, eps_a: null, gradual_beta: false}
     device: cuda                          # cpu | cuda[:N]
     dtype: bf16                           # fp32 | bf16 | fp16: mixed precision (student weights fp32)
     teacher_dtype: null                   # dtype of the frozen teacher's weights (default: dtype)
     eval: {max_new_tokens: 256, batch_size: 32}
     training: {output_dir: runs/x, learning_rate: 1.0e-5, max_steps: 200, ...}  # TrainingArguments
+    peft: {r: 16, lora_alpha: 32, target_modules: all-linear, merge: true}      # optional LoRA
+    log_samples: {every: 50, count: 2}    # TGOs/SGOs with quality, Δ, α, coefficient → samples.jsonl
 
 ``training`` takes any :class:`transformers.TrainingArguments` field; ``output_dir`` is required.
+``peft`` (optional, needs the ``peft`` extra) takes any ``peft.LoraConfig`` field and ``merge``
+(default true): the student trains a LoRA adapter, ``<output_dir>/final`` holds the adapter and,
+with ``merge``, ``<output_dir>/final-merged`` the merged model.
 The final student and tokenizer are saved to ``<output_dir>/final``; metrics (train loss, and the
 eval accuracy when ``data.eval`` is set) to ``<output_dir>/metrics.json`` (atomically).
 """
@@ -41,11 +47,13 @@ __all__ = ["DistillRunConfig", "load_run_config", "run_distill"]
 
 _TOP_KEYS = {
     "teacher", "student", "tokenizer", "data", "method", "options", "quality", "quality_kwargs",
-    "sgo", "loss", "device", "dtype", "teacher_dtype", "eval", "training",
+    "sgo", "loss", "device", "dtype", "teacher_dtype", "eval", "training", "peft", "log_samples",
 }
 _DATA_KEYS = {"train", "eval", "skip_bad_lines", "max_prompts"}
-_SGO_KEYS = {"regime", "per_prompt", "temperature", "top_p", "max_new_tokens", "batch_size"}
-_LOSS_KEYS = {"path", "chunk_size"}
+_SGO_KEYS = {"regime", "per_prompt", "temperature", "top_p", "max_new_tokens", "batch_size", "lmbda"}
+_LOSS_KEYS = {
+    "path", "chunk_size", "temperature", "reduction", "alpha", "beta", "loss_type", "eps_a", "gradual_beta",
+}
 _EVAL_KEYS = {"max_new_tokens", "batch_size", "temperature"}
 
 
@@ -77,6 +85,24 @@ class DistillRunConfig:
     dtype: str = "fp32"
     teacher_dtype: str | None = None
     eval_settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    peft: Mapping[str, Any] | None = None
+    """The ``peft:`` block (``LoraConfig`` fields and ``merge``), or ``None``."""
+
+
+def _lora_config(block: Mapping[str, Any], where: str) -> Any:
+    """A ``peft.LoraConfig`` (task CAUSAL_LM) from the ``peft:`` block, errors naming the file."""
+    try:
+        import peft
+    except ImportError:
+        raise ValueError(
+            f"{where}: the 'peft' block needs the peft package (pip install 'askd-ref[peft]')"
+        ) from None
+    fields = {k: v for k, v in block.items() if k != "merge"}
+    fields.setdefault("task_type", "CAUSAL_LM")
+    try:
+        return peft.LoraConfig(**fields)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{where}: peft: {err}") from None
 
 
 def load_run_config(path: str | os.PathLike[str]) -> DistillRunConfig:
@@ -136,18 +162,32 @@ def load_run_config(path: str | os.PathLike[str]) -> DistillRunConfig:
         ("top_p", "top_p"),
         ("max_new_tokens", "max_new_tokens"),
         ("batch_size", "generation_batch_size"),
+        ("lmbda", "lmbda"),
     )
     for src, dst in renames:
         if src in sgo:
             askd_fields[dst] = sgo[src]
-    if "path" in loss:
-        askd_fields["loss_path"] = loss["path"]
-    if "chunk_size" in loss:
-        askd_fields["chunk_size"] = loss["chunk_size"]
+    # loss.temperature is the loss τ (ASKDConfig.loss_temperature); sgo.temperature samples
+    samples_block = _section(raw, "log_samples", {"every", "count"}, where)
+    if "every" in samples_block:
+        askd_fields["log_samples_every"] = samples_block["every"]
+    if "count" in samples_block:
+        askd_fields["log_samples_count"] = samples_block["count"]
+    loss_renames = {"path": "loss_path", "temperature": "loss_temperature"}
+    for key, value in loss.items():
+        askd_fields[loss_renames.get(key, key)] = value
     try:
         askd = ASKDConfig(**askd_fields)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{where}: {err}") from None
+    peft_block = raw.get("peft")
+    if peft_block is not None:
+        if not isinstance(peft_block, Mapping):
+            raise ValueError(f"{where}: 'peft' must be a mapping of LoraConfig fields")
+        if not isinstance(peft_block.get("merge", True), bool):
+            raise ValueError(f"{where}: peft.merge must be true or false")
+        _lora_config(peft_block, where)  # validate now, not after the models are loaded
+        peft_block = dict(peft_block)
     out_dir = training["output_dir"]
     training = {**training, "output_dir": resolve(out_dir) if not os.path.isabs(out_dir) else out_dir}
     return DistillRunConfig(
@@ -164,6 +204,7 @@ def load_run_config(path: str | os.PathLike[str]) -> DistillRunConfig:
         dtype=str(raw.get("dtype", "fp32")),
         teacher_dtype=None if raw.get("teacher_dtype") is None else str(raw["teacher_dtype"]),
         eval_settings=ev,
+        peft=peft_block,
     )
 
 
@@ -217,7 +258,9 @@ def run_distill(
         if config.skip_bad_lines and part.num_skipped:
             print(part.skipped_report())
         samples.extend(part)
-    items = prompt_items_from_samples(samples)
+    from askd_ref.engine.tokens import render_chat_prompts
+
+    items = prompt_items_from_samples(render_chat_prompts(samples, tokenizer))  # chat records: template
     if config.max_prompts is not None:
         items = items[: int(config.max_prompts)]
     if not items:
@@ -242,12 +285,17 @@ def run_distill(
         config=config.askd,
         train_dataset=items,
         processing_class=tokenizer,
+        peft_config=None if config.peft is None else _lora_config(config.peft, "peft"),
     )
     result = trainer.train(resume_from_checkpoint=resume)
     output_dir = str(training["output_dir"])
     final = os.path.join(output_dir, "final")
     trainer.save_model(final)
     tokenizer.save_pretrained(final)
+    if config.peft is not None and config.peft.get("merge", True):
+        merged = os.path.join(output_dir, "final-merged")
+        trainer.save_merged_model(merged)
+        tokenizer.save_pretrained(merged)
     metrics: dict[str, Any] = {
         "method": config.askd.method,
         "train_loss": result.training_loss,

@@ -1,31 +1,80 @@
 """Tokenisation and padding of prompt–response pairs (spec §8), shared by trainer, generation and eval.
 
 Convention, the same everywhere in askd-ref (and in :mod:`askd_ref.quality.likelihood`): the
-prompt is tokenised *with* the tokenizer's special tokens (e.g. BOS), the response *without*,
-and the two id lists are concatenated; a complete response ends with the EOS token, which is a
+prompt is tokenised *with* the tokenizer's special tokens (e.g. BOS) — unless its text already
+starts with the BOS token, as a chat template renders it, so BOS is never doubled — the response
+*without*, and the two id lists are concatenated; a complete response ends with the EOS token, which is a
 response token (the student learns when to stop). Responses produced by
 :func:`askd_ref.generation.generate` keep their exact token ids, so a re-tokenisation never
 changes what was sampled (the behaviour log-prob of E13 refers to those ids).
 """
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-__all__ = ["TokenBatch", "encode_prompt", "encode_response", "pad_batch"]
+__all__ = [
+    "TokenBatch",
+    "encode_prompt",
+    "encode_response",
+    "pad_batch",
+    "render_chat_prompt",
+    "render_chat_prompts",
+]
 
 
 def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
-    """Token ids of ``prompt`` with the tokenizer's special tokens (BOS)."""
+    """Token ids of ``prompt`` with the tokenizer's special tokens (BOS).
+
+    A prompt whose text already begins with the BOS token (a rendered chat template) is
+    tokenised without special tokens, so it keeps exactly one BOS.
+    """
     if not isinstance(prompt, str):
         raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
-    ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    bos = getattr(tokenizer, "bos_token", None)
+    has_bos = isinstance(bos, str) and bool(bos) and prompt.startswith(bos)
+    ids = tokenizer(prompt, add_special_tokens=not has_bos)["input_ids"]
     if not ids:
         raise ValueError(f"prompt {prompt[:40]!r} encodes to no tokens")
     return [int(i) for i in ids]
+
+
+def render_chat_prompt(tokenizer: Any, messages: Sequence[Mapping[str, str]]) -> str:
+    """The prompt text of a chat: the tokenizer's chat template with the generation prompt added."""
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise ValueError(
+            "chat data (messages) needs a tokenizer with a chat_template; this tokenizer has none"
+        )
+    text = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+    if not isinstance(text, str):  # pragma: no cover - transformers returns str with tokenize=False
+        raise TypeError(f"apply_chat_template returned {type(text).__name__}, expected str")
+    return text
+
+
+def render_chat_prompts(samples: Sequence[Any], tokenizer: Any) -> list[Any]:
+    """Samples read from chat records (``extra["messages"]``) with their prompts rendered.
+
+    Each such sample's prompt becomes :func:`render_chat_prompt` of its messages before the final
+    assistant message; other samples are returned unchanged. ``samples``:
+    :class:`askd_ref.data.Sample` records.
+    """
+    from askd_ref.data import check_messages
+
+    out: list[Any] = []
+    for s in samples:
+        messages = s.extra.get("messages")
+        if messages is None:
+            out.append(s)
+            continue
+        chat = check_messages(messages)
+        if chat[-1]["role"] != "assistant" or chat[-1]["content"] != s.response:
+            out.append(s)  # a 'messages' field that is not this sample's chat: leave it alone
+            continue
+        out.append(dataclasses.replace(s, prompt=render_chat_prompt(tokenizer, chat[:-1])))
+    return out
 
 
 def encode_response(tokenizer: Any, response: str, *, add_eos: bool = True) -> list[int]:

@@ -150,7 +150,10 @@ class TeacherLikelihood:
     def _encode(self, i: int, sample: Sample) -> tuple[list[int], int]:
         tok = self.tokenizer
         assert tok is not None
-        prompt_ids = list(tok(sample.prompt, add_special_tokens=True)["input_ids"])
+        # the trainer's convention: BOS added unless the (chat-rendered) prompt starts with it
+        bos = getattr(tok, "bos_token", None)
+        has_bos = isinstance(bos, str) and bool(bos) and sample.prompt.startswith(bos)
+        prompt_ids = list(tok(sample.prompt, add_special_tokens=not has_bos)["input_ids"])
         response_ids = list(tok(sample.response, add_special_tokens=False)["input_ids"])
         if self.append_eos:
             response_ids.append(int(tok.eos_token_id))
