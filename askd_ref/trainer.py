@@ -775,6 +775,13 @@ class ASKDTrainer(Trainer):
                 logs[k] = sums[k] / counts[k]
             self._diag_sums.clear()
             self._diag_counts.clear()
+        if "train_loss" in logs and self.world_size > 1:
+            # Trainer sums the all-reduced loss of every logged window plus this rank's own loss
+            # since the last log; that total is G + r_k with G shared, so the mean over ranks is
+            # the global train loss (logs is the TrainOutput's metrics dict, updated in place).
+            from accelerate.utils import gather_object
+
+            logs["train_loss"] = sum(gather_object([float(logs["train_loss"])])) / self.world_size
         super().log(logs, start_time)
 
     # ---- checkpoints -------------------------------------------------------------------------

@@ -31,13 +31,6 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from askd_ref.engine.run import load_run_config, run_distill
 
-    try:
-        config = load_run_config(args.config)
-        metrics = run_distill(config, resume=args.resume, progress=not args.no_progress)
-    except (ValueError, FileNotFoundError) as err:
-        raise SystemExit(f"askd distill: {err}") from None
-    line = f"{metrics['method']}: {metrics['global_step']} steps, train loss {metrics['train_loss']:.4f}"
-    if "eval" in metrics:
-        line += f"; eval accuracy {metrics['eval']['accuracy']:.4f} (n = {metrics['eval']['n']})"
-    print(line)
+    config = load_run_config(args.config)
+    run_distill(config, resume=args.resume, progress=not args.no_progress, announce=True)
     return 0
