@@ -56,9 +56,9 @@ WORKER = textwrap.dedent(
     results = {}
     # logging_steps > max_steps: no log before the end, so Trainer's train_loss is all remainder,
     # which it does not all-reduce (ASKDTrainer.log does)
-    for method, regime, path, log_every in (("askd", "on_policy", "chunked", 1), ("askd", "batched", "full", 1),
-                                            ("distillm2", "on_policy", "chunked", 1),
-                                            ("askd", "on_policy", "full", 10)):
+    runs = (("askd", "on_policy", "chunked", 1), ("askd", "batched", "full", 1),
+            ("distillm2", "on_policy", "chunked", 1), ("askd", "on_policy", "full", 10))
+    for method, regime, path, log_every in runs:
         student = tiny_llama(tok, hidden_size=16, num_layers=1, num_heads=2, seed=12)
         args = TrainingArguments(
             output_dir=f"{out}/run-{method}-{regime}", per_device_train_batch_size=batch, max_steps=2,
@@ -159,7 +159,8 @@ def test_two_process_ddp_matches_one_process(tmp_path):
         logged = one[key]["losses"]
         assert one[key]["losses"] == pytest.approx(two[key]["losses"], rel=tol.rtol, abs=tol.atol), key
         # metrics["train_loss"] is the global mean over steps, not rank 0's own
-        assert one[key]["train_loss"] == pytest.approx(two[key]["train_loss"], rel=tol.rtol, abs=tol.atol), key
+        train_loss = one[key]["train_loss"]
+        assert train_loss == pytest.approx(two[key]["train_loss"], rel=tol.rtol, abs=tol.atol), key
         if key.endswith("/log1"):
             assert len(logged) == 2
             assert one[key]["train_loss"] == pytest.approx(sum(logged) / 2, rel=1e-6)
@@ -170,6 +171,9 @@ def test_two_process_ddp_matches_one_process(tmp_path):
             a, b = torch.tensor(value), torch.tensor(two[key]["params"][name])
             assert_close(b, a, tol, what=f"{key}: parameter {name}, 2 processes vs 1")
     # sharded evaluation: each rank generated only its share, the gathered result is the one-process one
-    assert ev1["shards"] == [8] and ev2["shards"] == [4, 4]
-    assert ev2["n"] == 8 and ev2["scores"] == ev1["scores"] and ev2["responses"] == ev1["responses"]
+    assert ev1["shards"] == [8]
+    assert ev2["shards"] == [4, 4]
+    assert ev2["n"] == 8
+    assert ev2["scores"] == ev1["scores"]
+    assert ev2["responses"] == ev1["responses"]
     assert ev2["accuracy"] == ev1["accuracy"]

@@ -18,7 +18,7 @@ import traceback
 __all__ = ["MissingExtraError", "UsageError", "missing_extra", "report"]
 
 #: Optional dependencies → the ``pip install`` extra that provides them.
-EXTRAS: dict[str, str] = {"trl": "bench", "matplotlib": "bench", "peft": "lora"}
+EXTRAS: dict[str, str] = {"trl": "bench"}
 
 
 class UsageError(ValueError):
@@ -53,6 +53,10 @@ def report(err: BaseException, command: str, *, debug: bool) -> int:
         err = missing_extra(err, prefix)
     text = str(err).strip()
     message = text.splitlines()[0] if text else type(err).__name__
+    python_hint = "(pass skip_bad_lines=True to skip bad lines)"  # askd_ref.data speaks to Python callers
+    if python_hint in message:
+        fix = "data.skip_bad_lines: true in the run file" if command == "distill" else "--skip-bad-lines"
+        message = message.replace(python_hint, f"(use {fix} to skip bad lines)")
     if isinstance(err, FileNotFoundError) and err.filename is not None:
         message = f"no such file or directory: {err.filename}"
     if isinstance(err, (UsageError, FileNotFoundError)):

@@ -13,7 +13,6 @@ memory are measured: :mod:`askd_ref.bench.loss` and ``docs/benchmarks.md``.
 """
 
 import argparse
-import sys
 from pathlib import Path
 
 
@@ -56,6 +55,12 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark, print the table and the acceptance checks."""
+    import importlib.util
+
+    from askd_ref.commands._errors import UsageError, missing_extra
+
+    if importlib.util.find_spec("trl") is None:  # TRL's GKD loss is one of the compared rows
+        raise missing_extra(ModuleNotFoundError("No module named 'trl'", name="trl"), "askd bench loss")
     from askd_ref.bench.loss import check_targets, run_loss_bench
 
     try:
@@ -74,8 +79,7 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.quiet,
         )
     except ValueError as exc:
-        print(f"askd bench loss: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(str(exc)) from None
     print((args.out / "loss-bench.md").read_text(encoding="utf-8"))
     for check in check_targets(records):
         verdict = "met" if check["met"] else "NOT met"

@@ -53,7 +53,7 @@ def check_model_path(name_or_path: str, *, what: str = "model") -> str:
         raise ValueError(f"{what} {name_or_path!r} is a file; expected a model directory or a hub id")
     if looks_like_hub_id(name_or_path) or ("/" not in name_or_path and _hub_cached(name_or_path)):
         return name_or_path
-    parent, base = os.path.split(os.path.normpath(path))
+    parent, base = os.path.split(path.rstrip("/") or path)
     try:
         siblings = [d for d in os.listdir(parent or ".") if os.path.isdir(os.path.join(parent or ".", d))]
     except OSError:

@@ -269,14 +269,16 @@ def run_distill(
     from askd_ref.data import read_samples
     from askd_ref.engine.evaluate import evaluate_model_sharded
     from askd_ref.engine.forward import check_same_tokenizer
-    from askd_ref.engine.loading import load_causal_lm, load_tokenizer, resolve_device, torch_dtype
+    from askd_ref.engine.loading import load_causal_lm, load_tokenizer, resolve_device
     from askd_ref.io import atomic_write_json
     from askd_ref.trainer import ASKDTrainer, prompt_items_from_samples
 
-    device = resolve_device(config.device)
-    torch_dtype(config.dtype)
+    try:
+        device = resolve_device(config.device)
+    except ValueError as err:
+        raise UsageError(f"device: {err}") from None
     if device.type == "cpu" and config.dtype != "fp32":
-        raise ValueError(f"dtype {config.dtype} needs a GPU; use fp32 on CPU")
+        raise UsageError(f"dtype {config.dtype} needs a GPU; use dtype: fp32 on CPU")
     tokenizer = load_tokenizer(config.tokenizer or config.student)
     if config.tokenizer is None:
         check_same_tokenizer(load_tokenizer(config.teacher), tokenizer)
