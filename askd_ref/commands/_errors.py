@@ -15,7 +15,7 @@ The traceback is printed only with ``--debug``.
 import sys
 import traceback
 
-__all__ = ["MissingExtraError", "UsageError", "missing_extra", "report"]
+__all__ = ["MissingExtraError", "RunInterrupted", "UsageError", "missing_extra", "report"]
 
 #: Optional dependencies → the ``pip install`` extra that provides them.
 EXTRAS: dict[str, str] = {"trl": "bench"}
@@ -23,6 +23,10 @@ EXTRAS: dict[str, str] = {"trl": "bench"}
 
 class UsageError(ValueError):
     """A wrong argument or run-file entry: exit code 2, message names the argument and the fix."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A run stopped by Ctrl-C after saving its work; the message says how to continue."""
 
 
 class MissingExtraError(RuntimeError):
@@ -47,7 +51,8 @@ def report(err: BaseException, command: str, *, debug: bool) -> int:
         traceback.print_exception(err)
     prefix = f"askd {command}" if command else "askd"
     if isinstance(err, KeyboardInterrupt):
-        print(f"{prefix}: interrupted", file=sys.stderr)
+        detail = f": {err}" if str(err) else " (nothing saved since the last checkpoint)"
+        print(f"{prefix}: interrupted{detail}", file=sys.stderr)
         return 130
     if isinstance(err, ModuleNotFoundError) and (err.name or "").split(".")[0] in EXTRAS:
         err = missing_extra(err, prefix)

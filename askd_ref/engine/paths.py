@@ -7,7 +7,7 @@ import difflib
 import os
 import re
 
-__all__ = ["check_model_path", "looks_like_hub_id", "resolve_model_path"]
+__all__ = ["check_model_path", "last_checkpoint", "looks_like_hub_id", "resolve_model_path"]
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -83,3 +83,21 @@ def resolve_model_path(name_or_path: str, base: str) -> str:
     if looks_like_hub_id(name_or_path) or ("/" not in name_or_path and _hub_cached(name_or_path)):
         return name_or_path
     return local
+
+
+def last_checkpoint(output_dir: str) -> str | None:
+    """The complete ``checkpoint-N`` folder with the largest N in ``output_dir`` (``None`` if none).
+
+    Complete means it holds ``trainer_state.json`` (written last by ``Trainer``); the
+    ``tmp-checkpoint-N`` folders of an interrupted save never count.
+    """
+    if not os.path.isdir(output_dir):
+        return None
+    best: tuple[int, str] | None = None
+    for name in os.listdir(output_dir):
+        m = re.fullmatch(r"checkpoint-(\d+)", name)
+        path = os.path.join(output_dir, name)
+        complete = m is not None and os.path.isfile(os.path.join(path, "trainer_state.json"))
+        if m and complete and (best is None or int(m.group(1)) > best[0]):
+            best = (int(m.group(1)), path)
+    return None if best is None else best[1]

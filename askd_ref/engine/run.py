@@ -29,14 +29,20 @@ The final student and tokenizer are saved to ``<output_dir>/final``; metrics (tr
 eval accuracy when ``data.eval`` is set) to ``<output_dir>/metrics.json`` (atomically).
 """
 
+import contextlib
 import dataclasses
 import difflib
 import os
-from collections.abc import Mapping
+import re
+import shutil
+import signal
+import sys
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from askd_ref.commands._errors import UsageError
+from askd_ref.commands._errors import RunInterrupted, UsageError
 from askd_ref.engine.paths import check_model_path, resolve_model_path
 from askd_ref.options import ASKDOptions
 
@@ -104,6 +110,8 @@ class DistillRunConfig:
     dtype: str = "fp32"
     teacher_dtype: str | None = None
     eval_settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    source: str | None = None
+    """The run file this was read from (named in the resume command after an interruption)."""
 
 
 def load_run_config(path: str | os.PathLike[str]) -> DistillRunConfig:
@@ -222,6 +230,7 @@ def load_run_config(path: str | os.PathLike[str]) -> DistillRunConfig:
         dtype=str(raw.get("dtype", "fp32")),
         teacher_dtype=None if raw.get("teacher_dtype") is None else str(raw["teacher_dtype"]),
         eval_settings=ev,
+        source=where,
     )
 
 
@@ -251,8 +260,10 @@ def run_distill(
     config: DistillRunConfig,
     *,
     resume: str | bool | None = None,
+    overwrite: bool = False,
     progress: bool = True,
     announce: bool = False,
+    callbacks: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """Load models and data, train with :class:`~askd_ref.trainer.ASKDTrainer`, save, evaluate.
 
@@ -260,7 +271,17 @@ def run_distill(
     (and ``metrics.json``, written by the main process) is the all-reduced one, the evaluation is
     split across the processes and gathered, and the process group is shut down at the end
     (:func:`end_distributed`). With ``announce`` the main process prints a one-line summary.
+
+    No work is lost: an ``output_dir`` that holds checkpoints or a ``final`` model from an
+    earlier run is refused unless ``resume`` (continue from the last complete checkpoint, or
+    from the one given; the one used is printed) or ``overwrite`` (delete them first) is set.
+    The first Ctrl-C (SIGINT) lets the current step finish, saves a checkpoint and raises
+    :class:`~askd_ref.commands._errors.RunInterrupted` carrying the exact resume command; a
+    second one aborts at once. ``callbacks`` are extra ``TrainerCallback``s.
     """
+    output_dir = str(config.training["output_dir"])
+    command = f"askd distill --config {config.source or 'RUN_FILE'}"
+    resume = _check_output_dir(output_dir, resume, overwrite, command)
     for key, file in [("data.train", f) for f in config.train_files] + [("data.eval", config.eval_file)]:
         if file is not None and not os.path.isfile(file):
             raise UsageError(f"{key} file {file!r} does not exist")
@@ -313,9 +334,19 @@ def run_distill(
         config=config.askd,
         train_dataset=items,
         processing_class=tokenizer,
+        callbacks=list(callbacks),
     )
-    result = trainer.train(resume_from_checkpoint=resume)
-    output_dir = str(training["output_dir"])
+    stop = _InterruptState()
+    trainer.add_callback(_stop_callback(trainer, stop))
+    with stop.catching_sigint():
+        result = trainer.train(resume_from_checkpoint=resume)
+    if stop.stopped_at is not None:
+        checkpoint = os.path.join(output_dir, f"checkpoint-{stop.stopped_at}")
+        end_distributed(trainer)
+        raise RunInterrupted(
+            f"stopped after step {stop.stopped_at}, checkpoint saved to {checkpoint}; "
+            f"continue with: {command} --resume"
+        )
     final = os.path.join(output_dir, "final")
     trainer.save_model(final)
     if trainer.is_world_process_zero():
@@ -365,6 +396,109 @@ def run_distill(
             line += f"; eval accuracy {metrics['eval']['accuracy']:.4f} (n = {metrics['eval']['n']})"
         print(line + f"; saved to {final}")
     return metrics
+
+
+def _existing_work(output_dir: str) -> list[str]:
+    """Names of the checkpoints and final model an earlier run left in ``output_dir``."""
+    if not os.path.isdir(output_dir):
+        return []
+    found = [n for n in os.listdir(output_dir) if re.fullmatch(r"checkpoint-\d+", n) or n == "final"]
+    return sorted(found, key=lambda n: (n == "final", int(n.rpartition("-")[2]) if n != "final" else 0))
+
+
+def _check_output_dir(
+    output_dir: str, resume: str | bool | None, overwrite: bool, command: str
+) -> str | None:
+    """Refuse to overwrite an earlier run's work; resolve ``resume`` to the checkpoint folder used."""
+    from askd_ref.engine.paths import last_checkpoint
+
+    if resume and overwrite:
+        raise UsageError("--resume and --overwrite contradict each other; choose one")
+    main = _launch_rank() == 0
+    if not resume:
+        found = _existing_work(output_dir)
+        if found and not overwrite:
+            shown = ", ".join(found[-3:]) if len(found) <= 3 else f"{len(found)} entries up to {found[-1]}"
+            raise UsageError(
+                f"output_dir {output_dir} already holds {shown} from an earlier run; "
+                f"continue it with: {command} --resume, or start over with: {command} --overwrite"
+            )
+        if found and main:
+            for name in found + [n for n in os.listdir(output_dir) if n.startswith("tmp-checkpoint-")]:
+                shutil.rmtree(os.path.join(output_dir, name), ignore_errors=True)
+            print(f"--overwrite: deleted {', '.join(found)} in {output_dir}", flush=True)
+        return None
+    if resume is True:
+        checkpoint = last_checkpoint(output_dir)
+        if checkpoint is None:
+            raise UsageError(
+                f"--resume: no complete checkpoint-N folder in {output_dir}; run without --resume"
+            )
+    else:
+        checkpoint = str(resume)
+        if not os.path.isfile(os.path.join(checkpoint, "trainer_state.json")):
+            raise UsageError(f"--resume: {checkpoint!r} is not a complete checkpoint folder")
+    if main:
+        print(f"resuming from {checkpoint}", flush=True)
+    return checkpoint
+
+
+class _InterruptState:
+    """What the SIGINT handler and the stop callback share."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.stopped_at: int | None = None
+
+    @contextlib.contextmanager
+    def catching_sigint(self) -> Iterator[None]:
+        """First SIGINT: request a stop. Second: ``KeyboardInterrupt`` (abort at once)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum: int, frame: Any) -> None:
+            if self.requested:
+                raise KeyboardInterrupt
+            self.requested = True
+            if _launch_rank() == 0:
+                note = (
+                    "stopping after this step and saving a checkpoint (Ctrl-C again to abort without saving)"
+                )
+                print(f"\n{note}", file=sys.stderr, flush=True)
+
+        previous = signal.signal(signal.SIGINT, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _stop_callback(trainer: Any, state: _InterruptState) -> Any:
+    """A ``TrainerCallback``: after a step during which a stop was requested, save and stop.
+
+    Under several processes the request is all-reduced at every step end, so every rank stops
+    (and saves) after the same step even if only some received the signal.
+    """
+    from transformers import TrainerCallback
+
+    class StopOnInterrupt(TrainerCallback):  # type: ignore[misc]
+        def on_step_end(self, args: Any, train_state: Any, control: Any, **kwargs: Any) -> Any:
+            requested = state.requested
+            if trainer.world_size > 1:
+                import torch
+                import torch.distributed as dist
+
+                flag = torch.tensor([float(requested)], device=trainer.accelerator.device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                requested = bool(flag.item())
+            if requested and state.stopped_at is None:
+                control.should_save = True
+                control.should_training_stop = True
+                state.stopped_at = int(train_state.global_step)
+            return control
+
+    return StopOnInterrupt()
 
 
 def _launch_rank() -> int:
