@@ -14,15 +14,17 @@ def add_model_arguments(p: argparse.ArgumentParser, *, temperature: float, tempe
     p.add_argument("--model", required=True, help="local directory or hub id of the causal LM")
     p.add_argument("--tokenizer", default=None, help="tokenizer directory or hub id (default: --model)")
     p.add_argument("--prompts", required=True, help="JSONL prompt file (prompt, optional reference/tests)")
-    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--max-new-tokens", type=int, default=256, help="response length cap in tokens")
     p.add_argument("--temperature", type=float, default=temperature, help=temperature_help)
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus size (default 1 = off)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "fp16"))
+    p.add_argument(
+        "--seed", type=int, default=0, help="sampling seed (each response is seeded by it and its prompt)"
+    )
+    p.add_argument("--batch-size", type=int, default=32, help="prompts per generation batch")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "fp16"), help="model weight precision")
     p.add_argument("--skip-bad-lines", action="store_true", help="skip malformed prompt lines (counted)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (default: show it)")
 
 
 def load_prompts_and_model(args: argparse.Namespace) -> tuple[Any, Any, Any]:

@@ -41,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         batch_size=args.batch_size,
         progress=not args.no_progress,
+        desc=f"eval: generate and score ({signal.name})",
     )
     print(
         f"{args.model}: {signal.name} {result.accuracy:.4f} ± {1.96 * result.stderr:.4f} (95% CI) "

@@ -477,12 +477,21 @@ class _InterruptState:
 def _stop_callback(trainer: Any, state: _InterruptState) -> Any:
     """A ``TrainerCallback``: after a step during which a stop was requested, save and stop.
 
+    It also labels Trainer's progress bar with the method being trained.
+
     Under several processes the request is all-reduced at every step end, so every rank stops
     (and saves) after the same step even if only some received the signal.
     """
     from transformers import TrainerCallback
 
     class StopOnInterrupt(TrainerCallback):  # type: ignore[misc]
+        def on_train_begin(self, args: Any, train_state: Any, control: Any, **kwargs: Any) -> Any:
+            for callback in trainer.callback_handler.callbacks:  # label Trainer's progress bar
+                bar = getattr(callback, "training_bar", None)
+                if bar is not None and hasattr(bar, "set_description"):
+                    bar.set_description(f"train ({trainer.askd_config.method})")
+            return control
+
         def on_step_end(self, args: Any, train_state: Any, control: Any, **kwargs: Any) -> Any:
             requested = state.requested
             if trainer.world_size > 1:
