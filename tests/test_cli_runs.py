@@ -90,6 +90,7 @@ def test_ctrl_c_saves_and_resume_continues_from_it(run_file, capfd):
                 os.kill(os.getpid(), signal.SIGINT)
 
     config = load_run_config(run_file)
+    before = signal.getsignal(signal.SIGINT)  # SIG_IGN in a background job, the default handler otherwise
     with pytest.raises(RunInterrupted) as info:
         run_distill(config, progress=False, callbacks=[CtrlCAt({3})])
     out = run_file.parent / "out"
@@ -102,7 +103,7 @@ def test_ctrl_c_saves_and_resume_continues_from_it(run_file, capfd):
         f"askd distill: interrupted: stopped after step 3, checkpoint saved to {out}/checkpoint-3; "
         f"continue with: askd distill --config {run_file} --resume"
     )
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    assert signal.getsignal(signal.SIGINT) == before  # the handler is restored
 
     assert main(["distill", "--config", str(run_file), "--no-progress", "--resume"]) == 0
     captured = capfd.readouterr()
@@ -121,8 +122,10 @@ def test_second_ctrl_c_aborts_without_saving(run_file):
                 os.kill(os.getpid(), signal.SIGINT)
                 os.kill(os.getpid(), signal.SIGINT)
 
+    before = signal.getsignal(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt) as info:
         run_distill(load_run_config(run_file), progress=False, callbacks=[TwoCtrlC()])
+    assert signal.getsignal(signal.SIGINT) == before
     assert not isinstance(info.value, RunInterrupted)
     assert _checkpoints(run_file.parent / "out") == ["checkpoint-1"]  # step 2 was not saved
 
