@@ -845,10 +845,11 @@ class ASKDTrainer(Trainer):
         """
         from types import SimpleNamespace
 
-        head, emb = self.model.get_output_embeddings(), self.model.get_input_embeddings()
+        model: Any = self.model
+        head, emb = model.get_output_embeddings(), model.get_input_embeddings()
         missing = list(load_result.missing_keys)
         if head is not None and emb is not None and head.weight is emb.weight:
-            tied = {n for n, p in self.model.named_parameters(remove_duplicate=False) if p is head.weight}
+            tied = {n for n, p in model.named_parameters(remove_duplicate=False) if p is head.weight}
             loaded = [k for k in tied if k not in missing]
             if loaded:  # the shared tensor itself was in the checkpoint under one of its names
                 missing = [k for k in missing if k not in tied]

@@ -177,3 +177,61 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     assert ev2["scores"] == ev1["scores"]
     assert ev2["responses"] == ev1["responses"]
     assert ev2["accuracy"] == ev1["accuracy"]
+
+
+@pytest.mark.skipif(
+    shutil.which("accelerate") is None
+    and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "accelerate")),
+    reason="accelerate CLI not installed",
+)
+def test_askd_distill_under_two_processes_reports_once(tmp_path):
+    """``askd distill`` under ``accelerate launch``: one summary line, global numbers, exit 0."""
+    import yaml
+
+    from askd_ref.data import write_samples
+    from askd_ref.toy import ToyTask, build_tokenizer, tiny_llama
+
+    tok = build_tokenizer()
+    for name, seed in (("teacher", 11), ("student", 12)):
+        model = tiny_llama(tok, hidden_size=16, num_layers=1, num_heads=2, seed=seed)
+        model.save_pretrained(tmp_path / name)
+        tok.save_pretrained(tmp_path / name)
+    _, problems = ToyTask().split(seed=7, n_eval=12)
+    write_samples(
+        tmp_path / "tgo.jsonl",
+        [p.to_sample(None if i % 3 else p.solution[::-1]) for i, p in enumerate(problems[:8])],
+    )
+    with open(tmp_path / "eval.jsonl", "w", encoding="utf-8") as f:
+        for p in problems[8:]:
+            f.write(json.dumps({"prompt": p.prompt, "reference": p.reference}) + "\n")
+    run = {
+        "teacher": "teacher",
+        "student": "student",
+        "data": {"train": "tgo.jsonl", "eval": "eval.jsonl"},
+        "method": "askd",
+        "sgo": {"max_new_tokens": 6},
+        "eval": {"max_new_tokens": 6, "batch_size": 1},
+        "training": {"output_dir": "out", "max_steps": 2, "per_device_train_batch_size": 2, "seed": 0},
+    }
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(run))
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    accelerate = os.path.join(os.path.dirname(sys.executable), "accelerate")
+    if not os.path.exists(accelerate):
+        accelerate = shutil.which("accelerate") or "accelerate"
+    launch = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
+    launch += ["--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port())]
+    cmd = [*launch, "-m", "askd_ref.cli", "distill", "--config", str(tmp_path / "run.yaml"), "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": repo}
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=420)
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    summary = [line for line in proc.stdout.splitlines() if "steps, train loss" in line]
+    assert len(summary) == 1, proc.stdout  # only the main process prints
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["world_size"] == 2
+    assert metrics["eval"]["n"] == 4  # gathered from both ranks
+    logged = [h["loss"] for h in metrics["log_history"] if "loss" in h]
+    ends = [h["train_loss"] for h in metrics["log_history"] if "train_loss" in h]
+    assert ends == [metrics["train_loss"]]
+    if logged:  # every step logged: the final train loss is their mean
+        assert metrics["train_loss"] == pytest.approx(sum(logged) / len(logged), rel=1e-6)
+    assert f"train loss {metrics['train_loss']:.4f}" in summary[0]

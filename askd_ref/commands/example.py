@@ -2,9 +2,10 @@
 
 Nothing is downloaded: both models are small Llamas built from a ``transformers`` config with a
 character tokenizer for two-digit additions (:mod:`askd_ref.toy`), saved with
-``save_pretrained``; the teacher gets a short supervised fine-tuning so that its outputs mean
-something. The folder then holds everything ``askd generate``, ``askd distill`` and ``askd eval``
-need, and the commands to run are printed.
+``save_pretrained``. The teacher gets a short supervised fine-tuning so that its outputs mean
+something, the student a shorter one (a weak start that distillation then improves). The folder
+then holds everything ``askd generate``, ``askd distill`` and ``askd eval`` need, and the
+commands to run are printed.
 """
 
 import argparse
@@ -34,9 +35,9 @@ dtype: fp32
 eval: {max_new_tokens: 12, batch_size: 64}
 training:
   output_dir: out
-  max_steps: 40
-  per_device_train_batch_size: 8
-  learning_rate: 3.0e-3
+  max_steps: 60
+  per_device_train_batch_size: 16
+  learning_rate: 1.0e-3
   lr_scheduler_type: constant
   logging_steps: 10
   save_strategy: steps
@@ -52,13 +53,14 @@ def register(subparsers: Any) -> None:
         help="write a tiny local teacher/student pair, data and a run file (CPU quick start)",
         description=(
             "Write into DIR a tiny teacher and student (small Llamas built locally, nothing downloaded; "
-            "the teacher briefly fine-tuned on two-digit additions), training and test prompts and a run "
-            "file, so that askd generate, askd distill and askd eval run on a CPU in a few minutes. "
+            "both briefly fine-tuned on two-digit additions, the student less), training and test prompts "
+            "and a run file, so that askd generate, askd distill and askd eval run on a CPU in minutes. "
             "The commands to run next are printed."
         ),
     )
     p.add_argument("dir", metavar="DIR", help="folder to create (must not exist or be empty)")
     p.add_argument("--teacher-steps", type=int, default=800, help="fine-tuning steps of the teacher")
+    p.add_argument("--student-steps", type=int, default=200, help="fine-tuning steps of the student")
     p.add_argument("--train-prompts", type=int, default=64, help="number of training prompts")
     p.add_argument("--test-prompts", type=int, default=64, help="number of held-out test prompts")
     p.add_argument("--seed", type=int, default=0, help="seed of the models and the data")
@@ -70,6 +72,7 @@ def write_example(
     directory: str | os.PathLike[str],
     *,
     teacher_steps: int = 800,
+    student_steps: int = 200,
     train_prompts: int = 64,
     test_prompts: int = 64,
     seed: int = 0,
@@ -84,11 +87,13 @@ def write_example(
         raise UsageError(f"DIR {str(root)!r} exists and is not an empty folder; choose a new one")
     for name, value in (
         ("--teacher-steps", teacher_steps),
+        ("--student-steps", student_steps),
         ("--train-prompts", train_prompts),
         ("--test-prompts", test_prompts),
     ):
-        if value < (0 if name == "--teacher-steps" else 1):
-            raise UsageError(f"{name} must be {'>= 0' if name == '--teacher-steps' else '>= 1'}, got {value}")
+        least = 0 if name.endswith("-steps") else 1
+        if value < least:
+            raise UsageError(f"{name} must be >= {least}, got {value}")
     root.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer()
     pool, test = ToyTask(width=2).split(seed=seed, n_eval=test_prompts)
@@ -107,7 +112,19 @@ def write_example(
             progress=progress,
             desc="example: fine-tune the teacher",
         )
-    student = tiny_llama(tokenizer, hidden_size=32, num_layers=1, num_heads=2, seed=seed + 1)
+    student = tiny_llama(tokenizer, hidden_size=32, num_layers=2, num_heads=4, seed=seed + 1)
+    if student_steps:  # a weak start (as after a short SFT), which distillation then improves
+        sft_train(
+            student,
+            tokenizer,
+            problem_batches(pool, 64, seed=f"example-student-{seed}"),
+            steps=student_steps,
+            lr=3e-3,
+            warmup=min(50, student_steps // 5),
+            seed=seed + 1,
+            progress=progress,
+            desc="example: fine-tune the student",
+        )
     for name, model in (("teacher", teacher), ("student", student)):
         model.save_pretrained(root / name)
         tokenizer.save_pretrained(root / name)
@@ -139,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
     root = write_example(
         args.dir,
         teacher_steps=args.teacher_steps,
+        student_steps=args.student_steps,
         train_prompts=args.train_prompts,
         test_prompts=args.test_prompts,
         seed=args.seed,

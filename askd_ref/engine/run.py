@@ -474,7 +474,7 @@ class _InterruptState:
             signal.signal(signal.SIGINT, previous)
 
 
-def _stop_callback(trainer: Any, state: _InterruptState) -> Any:
+def _stop_callback(trainer: Any, interrupt: _InterruptState) -> Any:
     """A ``TrainerCallback``: after a step during which a stop was requested, save and stop.
 
     It also labels Trainer's progress bar with the method being trained.
@@ -484,16 +484,16 @@ def _stop_callback(trainer: Any, state: _InterruptState) -> Any:
     """
     from transformers import TrainerCallback
 
-    class StopOnInterrupt(TrainerCallback):  # type: ignore[misc]
-        def on_train_begin(self, args: Any, train_state: Any, control: Any, **kwargs: Any) -> Any:
+    class StopOnInterrupt(TrainerCallback):
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
             for callback in trainer.callback_handler.callbacks:  # label Trainer's progress bar
                 bar = getattr(callback, "training_bar", None)
                 if bar is not None and hasattr(bar, "set_description"):
                     bar.set_description(f"train ({trainer.askd_config.method})")
             return control
 
-        def on_step_end(self, args: Any, train_state: Any, control: Any, **kwargs: Any) -> Any:
-            requested = state.requested
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            requested = interrupt.requested
             if trainer.world_size > 1:
                 import torch
                 import torch.distributed as dist
@@ -501,10 +501,10 @@ def _stop_callback(trainer: Any, state: _InterruptState) -> Any:
                 flag = torch.tensor([float(requested)], device=trainer.accelerator.device)
                 dist.all_reduce(flag, op=dist.ReduceOp.MAX)
                 requested = bool(flag.item())
-            if requested and state.stopped_at is None:
+            if requested and interrupt.stopped_at is None:
                 control.should_save = True
                 control.should_training_stop = True
-                state.stopped_at = int(train_state.global_step)
+                interrupt.stopped_at = int(state.global_step)
             return control
 
     return StopOnInterrupt()
