@@ -3,7 +3,7 @@
 Nothing is downloaded: both models are small Llamas built from a ``transformers`` config with a
 character tokenizer for two-digit additions (:mod:`askd_ref.toy`), saved with
 ``save_pretrained``. The teacher gets a short supervised fine-tuning so that its outputs mean
-something, the student a shorter one (a weak start that distillation then improves). The folder
+something, the student a shorter one. The folder
 then holds everything ``askd generate``, ``askd distill`` and ``askd eval`` need, and the
 commands to run are printed.
 """
@@ -37,7 +37,7 @@ training:
   output_dir: out
   max_steps: 60
   per_device_train_batch_size: 16
-  learning_rate: 1.0e-3
+  learning_rate: 2.0e-4
   lr_scheduler_type: constant
   logging_steps: 10
   save_strategy: steps
@@ -60,7 +60,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("dir", metavar="DIR", help="folder to create (must not exist or be empty)")
     p.add_argument("--teacher-steps", type=int, default=800, help="fine-tuning steps of the teacher")
-    p.add_argument("--student-steps", type=int, default=200, help="fine-tuning steps of the student")
+    p.add_argument("--student-steps", type=int, default=600, help="fine-tuning steps of the student")
     p.add_argument("--train-prompts", type=int, default=64, help="number of training prompts")
     p.add_argument("--test-prompts", type=int, default=64, help="number of held-out test prompts")
     p.add_argument("--seed", type=int, default=0, help="seed of the models and the data")
@@ -72,7 +72,7 @@ def write_example(
     directory: str | os.PathLike[str],
     *,
     teacher_steps: int = 800,
-    student_steps: int = 200,
+    student_steps: int = 600,
     train_prompts: int = 64,
     test_prompts: int = 64,
     seed: int = 0,
@@ -113,7 +113,7 @@ def write_example(
             desc="example: fine-tune the teacher",
         )
     student = tiny_llama(tokenizer, hidden_size=32, num_layers=2, num_heads=4, seed=seed + 1)
-    if student_steps:  # a weak start (as after a short SFT), which distillation then improves
+    if student_steps:  # a student that already answers some prompts, as after a short SFT
         sft_train(
             student,
             tokenizer,
