@@ -1047,6 +1047,13 @@ class ASKDTrainer(Trainer):
                 logs[k] = sums[k] / counts[k]
             self._diag_sums.clear()
             self._diag_counts.clear()
+        if "train_loss" in logs and self.world_size > 1:
+            # Trainer sums the all-reduced loss of every logged window plus this rank's own loss
+            # since the last log; that total is G + r_k with G shared, so the mean over ranks is
+            # the global train loss (logs is the TrainOutput's metrics dict, updated in place).
+            from accelerate.utils import gather_object
+
+            logs["train_loss"] = sum(gather_object([float(logs["train_loss"])])) / self.world_size
         super().log(logs, start_time)
 
     # ---- checkpoints -------------------------------------------------------------------------
@@ -1110,6 +1117,7 @@ class ASKDTrainer(Trainer):
                 shutil.rmtree(trash, ignore_errors=True)
             else:
                 os.replace(staging, final)
+            _rotate_checkpoints(run_dir, self.args.save_total_limit, self.state.best_model_checkpoint)
             with contextlib.suppress(OSError):
                 fd = os.open(run_dir, os.O_RDONLY)
                 try:
@@ -1117,6 +1125,25 @@ class ASKDTrainer(Trainer):
                 finally:
                     os.close(fd)
         self.accelerator.wait_for_everyone()
+
+    def _issue_warnings_after_load(self, load_result: Any) -> None:
+        """Leave out a tied output head from the "missing keys" warning after loading a checkpoint.
+
+        A checkpoint stores a head tied to the input embedding once, under the embedding's name,
+        so ``lm_head.weight`` is reported missing although loading the embedding restored it.
+        """
+        from types import SimpleNamespace
+
+        model: Any = self.model
+        head, emb = model.get_output_embeddings(), model.get_input_embeddings()
+        missing = list(load_result.missing_keys)
+        if head is not None and emb is not None and head.weight is emb.weight:
+            tied = {n for n, p in model.named_parameters(remove_duplicate=False) if p is head.weight}
+            loaded = [k for k in tied if k not in missing]
+            if loaded:  # the shared tensor itself was in the checkpoint under one of its names
+                missing = [k for k in missing if k not in tied]
+        result = SimpleNamespace(missing_keys=missing, unexpected_keys=list(load_result.unexpected_keys))
+        super()._issue_warnings_after_load(result)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
         super()._load_from_checkpoint(resume_from_checkpoint, model)
@@ -1215,6 +1242,30 @@ def _model_dtype(model: Any) -> torch.dtype:
         return next(model.parameters()).dtype  # type: ignore[no-any-return]
     except (StopIteration, AttributeError):
         return torch.float32
+
+
+def _rotate_checkpoints(run_dir: str, limit: int | None, best: str | None) -> None:
+    """Keep the newest ``limit`` complete ``checkpoint-N`` folders (and the best one); delete older.
+
+    Runs after the newest checkpoint is renamed into place, so it is counted: exactly ``limit``
+    remain (``limit + 1`` when the best checkpoint is not among the newest).
+    """
+    import re
+
+    if not limit or limit <= 0:
+        return
+    steps = []
+    for name in os.listdir(run_dir):
+        m = re.fullmatch(r"checkpoint-(\d+)", name)
+        if m and os.path.isdir(os.path.join(run_dir, name)):
+            steps.append((int(m.group(1)), os.path.join(run_dir, name)))
+    ordered = [path for _, path in sorted(steps)]
+    keep = set(ordered[-limit:])
+    if best is not None:
+        keep.add(os.path.join(run_dir, os.path.basename(os.path.normpath(best))))
+    for path in ordered:
+        if path not in keep:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _fsync_tree(path: str) -> None:

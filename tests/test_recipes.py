@@ -22,7 +22,6 @@ RECIPES = sorted((Path(__file__).resolve().parent.parent / "configs" / "recipes"
 ALPHABET = "".join(ch for ch in string.printable if ch not in "\r\x0b\x0c")
 
 
-
 def test_there_are_math_and_code_recipes():
     names = [p.name for p in RECIPES]
     assert any("gsm8k" in n for n in names)
@@ -146,18 +145,22 @@ def test_distill_cli_and_config_errors(tmp_path, capsys):
     assert main(["distill", "--config", str(path), "--no-progress"]) == 0
     assert "distillm2: 1 steps" in capsys.readouterr().out
     assert (tmp_path / "out" / "metrics.json").exists()
-    bad = dict(cfg, learning_rate=1e-3)
-    path.write_text(yaml.safe_dump(bad))
-    with pytest.raises(SystemExit, match="unknown key"):
-        main(["distill", "--config", str(path)])
-    bad = dict(cfg, options={"alpha_low": 0.1})
-    path.write_text(yaml.safe_dump(bad))
-    with pytest.raises(SystemExit, match="unknown option"):
-        main(["distill", "--config", str(path)])
-    bad = dict(cfg, method="ppo")
-    path.write_text(yaml.safe_dump(bad))
-    with pytest.raises(SystemExit, match="method must be one of"):
-        main(["distill", "--config", str(path)])
+    # a wrong run file is a usage error: exit code 2, one line naming the file, the key and the fix
+    for bad, expected in (
+        (dict(cfg, learning_rate=1e-3), "unknown key 'learning_rate' at the top level"),
+        (dict(cfg, sgoo={"regime": "on_policy"}), "unknown key 'sgoo' at the top level; did you mean 'sgo'?"),
+        (
+            dict(cfg, options={"alpha_low": 0.1}),
+            "unknown key 'alpha_low' in 'options'; did you mean 'alpha_lo'",
+        ),
+        (dict(cfg, method="ppo"), "method must be one of"),
+    ):
+        path.write_text(yaml.safe_dump(bad))
+        assert main(["distill", "--config", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"askd distill: error: {path}"), err
+        assert expected in err, err
+        assert len(err.strip().splitlines()) == 1, err
 
 
 def test_eval_cli(tmp_path, capsys):

@@ -19,8 +19,12 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     parser = subparsers.add_parser(
         "bench",
         help="benchmarks: loss speed/memory against peers, quality on the toy task",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Benchmarks of askd-ref.\n\n"
+            "  askd bench loss --out runs/bench --quick     # loss speed and memory against peers\n"
+            "  askd bench quality --out runs/quality        # every method on the toy task, seeds, sweeps\n\n"
+            "Run `askd bench BENCHMARK --help` for the options of one benchmark."
+        ),
     )
     sub = parser.add_subparsers(dest="bench_command", required=True, metavar="BENCHMARK")
     for name in BENCH_MODULES:

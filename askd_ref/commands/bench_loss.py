@@ -2,8 +2,8 @@
 
 ::
 
-    askd bench loss --out runs/bench-loss --quick   # 4096 tokens, vocab 32768 (about two minutes)
-    askd bench loss --out runs/bench-loss           # tokens {1024, 4096} x vocab {32768, 151936}
+    askd bench loss --out runs/bench-loss --quick # 4096 tokens, vocab 32768 (~2 minutes)
+    askd bench loss --out runs/bench-loss         # {1024,4096} tokens x vocab {32768,151936}
 
 Writes ``loss-bench.json`` (one record per configuration and implementation:
 ``tokens, hidden, vocab, impl, time_s, peak_mb, device``), ``loss-bench-details.json`` (every
@@ -13,7 +13,6 @@ memory are measured: :mod:`askd_ref.bench.loss` and ``docs/benchmarks.md``.
 """
 
 import argparse
-import sys
 from pathlib import Path
 
 
@@ -22,8 +21,15 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     parser = subparsers.add_parser(
         "loss",
         help="loss forward+backward time and peak memory: askd chunked vs full-logit, DistiLLM-2, TRL GKD",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Forward+backward time and peak memory of askd-ref's chunked loss against full-logit\n"
+            "implementations (askd full, DistiLLM-2, TRL's GKD loss).\n\n"
+            "  askd bench loss --out runs/bench-loss --quick # 4096 tokens, vocab 32768 (~2 minutes)\n"
+            "  askd bench loss --out runs/bench-loss         # {1024,4096} tokens x vocab {32768,151936}\n\n"
+            "Writes loss-bench.json, loss-bench-details.json, loss-bench.md (the table) and\n"
+            "loss-bench.png (the plot) into --out; docs/benchmarks.md explains the measurements.\n"
+            "Needs TRL: pip install 'askd-ref[bench]'."
+        ),
     )
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     parser.add_argument(
@@ -34,17 +40,27 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
         default=None,
         help="comma-separated TOKENSxVOCAB configurations instead of the default set, e.g. 8192x128256",
     )
-    parser.add_argument("--hidden", type=int, default=512, help="hidden size of both models (default 512)")
-    parser.add_argument("--seq-len", type=int, default=512, help="tokens per sequence (default 512)")
-    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
-    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    parser.add_argument("--hidden", type=int, default=512, help="hidden size of both models")
+    parser.add_argument("--seq-len", type=int, default=512, help="tokens per sequence")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16"],
+        default="float32",
+        help="dtype of hidden states and weights",
+    )
     parser.add_argument(
         "--repeats",
         type=int,
         default=None,
         help="timed passes per implementation (default 3; --quick: 3 for askd_chunked and floor, else 1)",
     )
-    parser.add_argument("--chunk-size", type=int, default=None, help="chunk size of askd_chunked")
+    parser.add_argument(
+        "--chunk-size",
+        type=int,
+        default=None,
+        help="chunk size of askd_chunked (default: the library's default)",
+    )
     parser.add_argument(
         "--no-extras",
         action="store_true",
@@ -56,6 +72,12 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark, print the table and the acceptance checks."""
+    import importlib.util
+
+    from askd_ref.commands._errors import UsageError, missing_extra
+
+    if importlib.util.find_spec("trl") is None:  # TRL's GKD loss is one of the compared rows
+        raise missing_extra(ModuleNotFoundError("No module named 'trl'", name="trl"), "askd bench loss")
     from askd_ref.bench.loss import check_targets, run_loss_bench
 
     try:
@@ -74,8 +96,7 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.quiet,
         )
     except ValueError as exc:
-        print(f"askd bench loss: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(str(exc)) from None
     print((args.out / "loss-bench.md").read_text(encoding="utf-8"))
     for check in check_targets(records):
         verdict = "met" if check["met"] else "NOT met"

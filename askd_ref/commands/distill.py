@@ -22,22 +22,25 @@ def register(subparsers: Any) -> None:
         nargs="?",
         const=True,
         default=None,
-        help="resume from the last complete checkpoint in output_dir, or from the given checkpoint",
+        metavar="CHECKPOINT",
+        help="continue from the last complete checkpoint in output_dir, or from the CHECKPOINT folder "
+        "(default: start fresh)",
     )
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete the checkpoints and final model an earlier run left in output_dir, then start fresh "
+        "(default: refuse to start when there are any)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (default: show them)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from askd_ref.engine.run import load_run_config, run_distill
 
-    try:
-        config = load_run_config(args.config)
-        metrics = run_distill(config, resume=args.resume, progress=not args.no_progress)
-    except (ValueError, FileNotFoundError) as err:
-        raise SystemExit(f"askd distill: {err}") from None
-    line = f"{metrics['method']}: {metrics['global_step']} steps, train loss {metrics['train_loss']:.4f}"
-    if "eval" in metrics:
-        line += f"; eval accuracy {metrics['eval']['accuracy']:.4f} (n = {metrics['eval']['n']})"
-    print(line)
+    config = load_run_config(args.config)
+    run_distill(
+        config, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress, announce=True
+    )
     return 0

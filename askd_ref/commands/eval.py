@@ -28,23 +28,21 @@ def run(args: argparse.Namespace) -> int:
     from askd_ref.io import atomic_write_json
     from askd_ref.quality import get_signal
 
-    try:
-        signal = get_signal(args.quality)
-        prompts, tokenizer, model = load_prompts_and_model(args)
-        result = evaluate_model(
-            model,
-            tokenizer,
-            prompts,
-            signal,
-            max_new_tokens=args.max_new_tokens,
-            temperature=args.temperature,
-            top_p=args.top_p,
-            seed=args.seed,
-            batch_size=args.batch_size,
-            progress=not args.no_progress,
-        )
-    except ValueError as err:
-        raise SystemExit(f"askd eval: {err}") from None
+    signal = get_signal(args.quality)
+    prompts, tokenizer, model = load_prompts_and_model(args)
+    result = evaluate_model(
+        model,
+        tokenizer,
+        prompts,
+        signal,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+        desc=f"eval: generate and score ({signal.name})",
+    )
     print(
         f"{args.model}: {signal.name} {result.accuracy:.4f} ± {1.96 * result.stderr:.4f} (95% CI) "
         f"on n = {result.n} prompts"

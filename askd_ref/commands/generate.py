@@ -34,31 +34,28 @@ def run(args: argparse.Namespace) -> int:
     from askd_ref.data import write_samples
     from askd_ref.generation import generate_samples
 
-    try:
-        prompts, tokenizer, model = load_prompts_and_model(args)
-        samples = generate_samples(
-            model,
-            tokenizer,
-            prompts,
-            source=args.source,
-            n=args.n,
-            temperature=args.temperature,
-            top_p=args.top_p,
-            max_new_tokens=args.max_new_tokens,
-            seed=args.seed,
-            batch_size=args.batch_size,
-            progress=not args.no_progress,
-            desc=f"generate {args.source} outputs",
-        )
-        if args.quality:
-            from askd_ref.quality import get_signal, validate_scores
+    prompts, tokenizer, model = load_prompts_and_model(args)
+    samples = generate_samples(
+        model,
+        tokenizer,
+        prompts,
+        source=args.source,
+        n=args.n,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+        desc=f"generate {args.source} outputs",
+    )
+    if args.quality:
+        from askd_ref.quality import get_signal, validate_scores
 
-            signal = get_signal(args.quality)
-            scores = validate_scores(signal.name, samples, signal.score(samples))
-            samples = [dataclasses.replace(s, quality=q) for s, q in zip(samples, scores, strict=True)]
-        count = write_samples(args.out, samples)
-    except ValueError as err:
-        raise SystemExit(f"askd generate: {err}") from None
+        signal = get_signal(args.quality)
+        scores = validate_scores(signal.name, samples, signal.score(samples))
+        samples = [dataclasses.replace(s, quality=q) for s, q in zip(samples, scores, strict=True)]
+    count = write_samples(args.out, samples)
     mean_q = ""
     if args.quality:
         mean_q = f", mean quality {sum(s.quality or 0.0 for s in samples) / len(samples):.3f}"

@@ -21,14 +21,23 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     parser = subparsers.add_parser(
         "vectors",
         help="write the float64 golden vectors (values, gradients, diagnostics) of the spec §10 functions",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Write, or check, the float64 golden vectors (values, gradients, diagnostics) of every function\n"
+            "of the specification's section 10, against which ports of ASKD check themselves.\n\n"
+            "  askd vectors --out vectors/askd-v1.json      # regenerate the committed file\n"
+            "  askd vectors --check vectors/askd-v1.json    # regenerate in memory and compare (1e-12)\n\n"
+            "The file format and versioning policy: vectors/SCHEMA.md. A port checks itself with\n"
+            "  python -m askd_ref.conformance --impl MODULE"
+        ),
     )
-    parser.add_argument("--out", type=Path, default=None, help="write the vectors to this JSON file")
+    parser.add_argument(
+        "--out", type=Path, default=None, metavar="FILE", help="write the vectors to this JSON file"
+    )
     parser.add_argument(
         "--check",
         type=Path,
         default=None,
+        metavar="FILE",
         help="regenerate and compare with this file (relative 1e-12, absolute 1e-15); exit 1 on a difference",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -8,7 +8,17 @@ from typing import Any
 
 import torch
 
-__all__ = ["DTYPES", "load_causal_lm", "load_tokenizer", "resolve_device", "torch_dtype"]
+from askd_ref.engine.paths import check_model_path, looks_like_hub_id
+
+__all__ = [
+    "DTYPES",
+    "check_model_path",
+    "load_causal_lm",
+    "load_tokenizer",
+    "looks_like_hub_id",
+    "resolve_device",
+    "torch_dtype",
+]
 
 #: ``--dtype`` names → torch dtypes.
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -25,11 +35,14 @@ def resolve_device(device: str) -> torch.device:
     """``cpu`` / ``cuda`` / ``cuda:N`` / ``mps``, checked to be available."""
     if not isinstance(device, str):
         raise TypeError(f"device must be a str, got {type(device).__name__}")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device must be cpu, cuda, cuda:N or mps, got {device!r}")
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available")
-    if dev.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"device must be cpu, cuda[:N] or mps, got {device!r}")
+        raise ValueError(f"device {device!r} requested but CUDA is not available; use --device cpu")
     return dev
 
 
@@ -38,6 +51,7 @@ def load_causal_lm(name_or_path: str, *, device: str = "cpu", dtype: str = "fp32
     from transformers import AutoModelForCausalLM
 
     td = torch_dtype(dtype)
+    check_model_path(name_or_path)
     model: Any
     try:
         model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=td)
@@ -50,6 +64,7 @@ def load_tokenizer(name_or_path: str) -> Any:
     """``AutoTokenizer.from_pretrained(name_or_path)``, with a pad token (EOS if it has none)."""
     from transformers import AutoTokenizer
 
+    check_model_path(name_or_path, what="tokenizer")
     tok = AutoTokenizer.from_pretrained(name_or_path)
     if tok.eos_token_id is None:
         raise ValueError(f"the tokenizer of {name_or_path!r} has no EOS token; responses need one to end")

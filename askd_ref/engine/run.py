@@ -35,19 +35,43 @@ The final student and tokenizer are saved to ``<output_dir>/final``; metrics (tr
 eval accuracy when ``data.eval`` is set) to ``<output_dir>/metrics.json`` (atomically).
 """
 
+import contextlib
 import dataclasses
+import difflib
 import os
-from collections.abc import Mapping
+import re
+import shutil
+import signal
+import sys
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from askd_ref.commands._errors import RunInterrupted, UsageError
+from askd_ref.engine.paths import check_model_path, resolve_model_path
 from askd_ref.options import ASKDOptions
 
-__all__ = ["DistillRunConfig", "load_run_config", "run_distill"]
+__all__ = ["DistillRunConfig", "end_distributed", "load_run_config", "run_distill"]
 
 _TOP_KEYS = {
-    "teacher", "student", "tokenizer", "data", "method", "options", "quality", "quality_kwargs",
-    "sgo", "loss", "device", "dtype", "teacher_dtype", "eval", "training", "peft", "log_samples",
+    "teacher",
+    "student",
+    "tokenizer",
+    "data",
+    "method",
+    "options",
+    "quality",
+    "quality_kwargs",
+    "sgo",
+    "loss",
+    "device",
+    "dtype",
+    "teacher_dtype",
+    "eval",
+    "training",
+    "peft",
+    "log_samples",
 }
 _DATA_KEYS = {"train", "eval", "skip_bad_lines", "max_prompts"}
 _SGO_KEYS = {"regime", "per_prompt", "temperature", "top_p", "max_new_tokens", "batch_size", "lmbda"}
@@ -57,13 +81,24 @@ _LOSS_KEYS = {
 _EVAL_KEYS = {"max_new_tokens", "batch_size", "temperature"}
 
 
+def _unknown_keys(found: Any, allowed: set[str], where: str, section: str | None = None) -> None:
+    """Raise :class:`UsageError` for keys outside ``allowed``, with the closest allowed key."""
+    unknown = sorted(set(found) - allowed, key=str)
+    if not unknown:
+        return
+    key = unknown[0]
+    close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
+    hint = f"did you mean '{close[0]}'?" if close else f"expected one of {', '.join(sorted(allowed))}"
+    place = f"in '{section}'" if section else "at the top level"
+    more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
+    raise UsageError(f"{where}: unknown key '{key}' {place}{more}; {hint}")
+
+
 def _section(cfg: Mapping[str, Any], name: str, keys: set[str], where: str) -> dict[str, Any]:
     value = cfg.get(name) or {}
     if not isinstance(value, Mapping):
-        raise ValueError(f"{where}: '{name}' must be a mapping, got {type(value).__name__}")
-    unknown = sorted(set(value) - keys)
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown} in '{name}'; expected some of {sorted(keys)}")
+        raise UsageError(f"{where}: '{name}' must be a mapping, got {type(value).__name__}")
+    _unknown_keys(value, keys, where, name)
     return dict(value)
 
 
@@ -85,6 +120,8 @@ class DistillRunConfig:
     dtype: str = "fp32"
     teacher_dtype: str | None = None
     eval_settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    source: str | None = None
+    """The run file this was read from (named in the resume command after an interruption)."""
     peft: Mapping[str, Any] | None = None
     """The ``peft:`` block (``LoraConfig`` fields and ``merge``), or ``None``."""
 
@@ -106,96 +143,130 @@ def _lora_config(block: Mapping[str, Any], where: str) -> Any:
 
 
 def load_run_config(path: str | os.PathLike[str]) -> DistillRunConfig:
-    """Read and validate a YAML run file; relative data paths are resolved against its directory."""
+    """Read and validate a YAML run file.
+
+    Relative data paths, ``output_dir`` and relative local model paths are resolved against the
+    file's directory (hub ids ``org/name`` are kept). The structure (key names, with the closest
+    valid name for a typo; types; model directories that do not exist) is checked before any
+    heavy import, so a wrong file is reported in well under a second. Errors are
+    :class:`~askd_ref.commands._errors.UsageError` naming the file and the key.
+    """
     import yaml
 
-    from askd_ref.trainer import ASKDConfig
-
     where = os.fspath(path)
+    if not os.path.isfile(where):
+        raise UsageError(f"run file {where!r} does not exist")
     with open(path, encoding="utf-8") as f:
-        raw = yaml.safe_load(f)
+        try:
+            raw = yaml.safe_load(f)
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            line = f" line {mark.line + 1}" if mark is not None else ""
+            raise UsageError(f"{where}:{line} is not valid YAML ({getattr(err, 'problem', err)})") from None
     if not isinstance(raw, Mapping):
-        raise ValueError(f"{where}: the top level must be a mapping")
-    unknown = sorted(set(raw) - _TOP_KEYS)
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; expected some of {sorted(_TOP_KEYS)}")
+        raise UsageError(f"{where}: the top level must be a mapping of keys such as teacher, student, data")
+    _unknown_keys(raw, _TOP_KEYS, where)
     for key in ("teacher", "student", "data", "training"):
         if key not in raw:
-            raise ValueError(f"{where}: missing required key '{key}'")
-    base = Path(where).resolve().parent
+            raise UsageError(f"{where}: missing required key '{key}'")
+    base = str(Path(where).resolve().parent)
 
     def resolve(p: str) -> str:
         if not isinstance(p, str):
-            raise ValueError(f"{where}: a data path must be a string, got {p!r}")
+            raise UsageError(f"{where}: a data path must be a string, got {p!r}")
         q = Path(os.path.expanduser(p))
-        return str(q if q.is_absolute() else base / q)
+        return str(q if q.is_absolute() else Path(base) / q)
 
+    def model(key: str) -> str:
+        value = raw[key]
+        if not isinstance(value, str) or not value:
+            raise UsageError(f"{where}: '{key}' must be a model directory or hub id, got {value!r}")
+        resolved = resolve_model_path(value, base)
+        try:
+            check_model_path(resolved, what=f"{key}")
+        except (FileNotFoundError, ValueError) as err:
+            raise UsageError(f"{where}: {err}") from None
+        return resolved
+
+    teacher, student = model("teacher"), model("student")
+    tokenizer = None if raw.get("tokenizer") is None else model("tokenizer")
     data = _section(raw, "data", _DATA_KEYS, where)
     train = data.get("train")
     if isinstance(train, str):
         train = [train]
     if not train or not isinstance(train, list):
-        raise ValueError(f"{where}: data.train must be a file or a non-empty list of files")
+        raise UsageError(f"{where}: data.train must be a file or a non-empty list of files")
+    train_files = tuple(resolve(p) for p in train)
+    eval_file = None if data.get("eval") is None else resolve(data["eval"])
     sgo = _section(raw, "sgo", _SGO_KEYS, where)
     loss = _section(raw, "loss", _LOSS_KEYS, where)
     ev = _section(raw, "eval", _EVAL_KEYS, where)
     options_raw = raw.get("options") or {}
     if not isinstance(options_raw, Mapping):
-        raise ValueError(f"{where}: 'options' must be a mapping of ASKDOptions fields")
-    option_fields = {f.name for f in dataclasses.fields(ASKDOptions)}
-    bad = sorted(set(options_raw) - option_fields)
-    if bad:
-        raise ValueError(f"{where}: unknown option(s) {bad}; ASKDOptions fields are {sorted(option_fields)}")
+        raise UsageError(f"{where}: 'options' must be a mapping of ASKDOptions fields")
+    _unknown_keys(options_raw, {f.name for f in dataclasses.fields(ASKDOptions)}, where, "options")
     training = raw["training"]
     if not isinstance(training, Mapping) or "output_dir" not in training:
-        raise ValueError(f"{where}: 'training' must be a mapping with an output_dir")
-    askd_fields: dict[str, Any] = {
-        "method": raw.get("method", "askd"),
-        "options": ASKDOptions(**options_raw),
-        "quality": raw.get("quality", "exact_match"),
-        "quality_kwargs": dict(raw.get("quality_kwargs") or {}),
-    }
-    renames = (
-        ("regime", "sgo_regime"),
-        ("per_prompt", "sgo_per_prompt"),
-        ("temperature", "temperature"),
-        ("top_p", "top_p"),
-        ("max_new_tokens", "max_new_tokens"),
-        ("batch_size", "generation_batch_size"),
-        ("lmbda", "lmbda"),
-    )
-    for src, dst in renames:
-        if src in sgo:
-            askd_fields[dst] = sgo[src]
-    # loss.temperature is the loss τ (ASKDConfig.loss_temperature); sgo.temperature samples
-    samples_block = _section(raw, "log_samples", {"every", "count"}, where)
-    if "every" in samples_block:
-        askd_fields["log_samples_every"] = samples_block["every"]
-    if "count" in samples_block:
-        askd_fields["log_samples_count"] = samples_block["count"]
-    loss_renames = {"path": "loss_path", "temperature": "loss_temperature"}
-    for key, value in loss.items():
-        askd_fields[loss_renames.get(key, key)] = value
+        raise UsageError(f"{where}: 'training' must be a mapping with an output_dir")
+    for key in ("device", "dtype", "teacher_dtype"):
+        value = raw.get(key)
+        allowed = ("fp32", "bf16", "fp16") if key != "device" else None
+        if value is not None and allowed is not None and value not in allowed:
+            raise UsageError(f"{where}: '{key}' must be one of {', '.join(allowed)}, got {value!r}")
+
+    from askd_ref.trainer import ASKDConfig  # the heavy import, after the structural checks
+
     try:
+        options = ASKDOptions(**options_raw)
+        askd_fields: dict[str, Any] = {
+            "method": raw.get("method", "askd"),
+            "options": options,
+            "quality": raw.get("quality", "exact_match"),
+            "quality_kwargs": dict(raw.get("quality_kwargs") or {}),
+        }
+        renames = (
+            ("regime", "sgo_regime"),
+            ("per_prompt", "sgo_per_prompt"),
+            ("temperature", "temperature"),
+            ("top_p", "top_p"),
+            ("max_new_tokens", "max_new_tokens"),
+            ("batch_size", "generation_batch_size"),
+            ("lmbda", "lmbda"),
+        )
+        for src, dst in renames:
+            if src in sgo:
+                askd_fields[dst] = sgo[src]
+        # loss.temperature is the loss τ (ASKDConfig.loss_temperature); sgo.temperature samples
+        samples_block = _section(raw, "log_samples", {"every", "count"}, where)
+        if "every" in samples_block:
+            askd_fields["log_samples_every"] = samples_block["every"]
+        if "count" in samples_block:
+            askd_fields["log_samples_count"] = samples_block["count"]
+        loss_renames = {"path": "loss_path", "temperature": "loss_temperature"}
+        for key, value in loss.items():
+            askd_fields[loss_renames.get(key, key)] = value
         askd = ASKDConfig(**askd_fields)
     except (TypeError, ValueError) as err:
-        raise ValueError(f"{where}: {err}") from None
+        raise UsageError(f"{where}: {err}") from None
     peft_block = raw.get("peft")
     if peft_block is not None:
         if not isinstance(peft_block, Mapping):
-            raise ValueError(f"{where}: 'peft' must be a mapping of LoraConfig fields")
+            raise UsageError(f"{where}: 'peft' must be a mapping of LoraConfig fields")
         if not isinstance(peft_block.get("merge", True), bool):
-            raise ValueError(f"{where}: peft.merge must be true or false")
-        _lora_config(peft_block, where)  # validate now, not after the models are loaded
+            raise UsageError(f"{where}: peft.merge must be true or false")
+        try:
+            _lora_config(peft_block, where)  # validate now, not after the models are loaded
+        except ValueError as err:
+            raise UsageError(str(err)) from None
         peft_block = dict(peft_block)
-    out_dir = training["output_dir"]
+    out_dir = str(training["output_dir"])
     training = {**training, "output_dir": resolve(out_dir) if not os.path.isabs(out_dir) else out_dir}
     return DistillRunConfig(
-        teacher=str(raw["teacher"]),
-        student=str(raw["student"]),
-        tokenizer=None if raw.get("tokenizer") is None else str(raw["tokenizer"]),
-        train_files=tuple(resolve(p) for p in train),
-        eval_file=None if data.get("eval") is None else resolve(data["eval"]),
+        teacher=teacher,
+        student=student,
+        tokenizer=tokenizer,
+        train_files=train_files,
+        eval_file=eval_file,
         skip_bad_lines=bool(data.get("skip_bad_lines", False)),
         max_prompts=data.get("max_prompts"),
         training=training,
@@ -204,6 +275,7 @@ def load_run_config(path: str | os.PathLike[str]) -> DistillRunConfig:
         dtype=str(raw.get("dtype", "fp32")),
         teacher_dtype=None if raw.get("teacher_dtype") is None else str(raw["teacher_dtype"]),
         eval_settings=ev,
+        source=where,
         peft=peft_block,
     )
 
@@ -226,36 +298,61 @@ def _portable_training_args(training: Mapping[str, Any]) -> dict[str, Any]:
         out.setdefault("gradient_checkpointing", out.pop("activation_checkpointing"))
     if "warmup_ratio" in out and "warmup_ratio" not in fields:
         out.setdefault("warmup_steps", out.pop("warmup_ratio"))
-    unknown = sorted(set(out) - fields)
-    if unknown:
-        raise ValueError(f"training: unknown TrainingArguments field(s) {unknown}")
+    _unknown_keys(out, fields, "run file", "training")
     return out
 
 
 def run_distill(
-    config: DistillRunConfig, *, resume: str | bool | None = None, progress: bool = True
+    config: DistillRunConfig,
+    *,
+    resume: str | bool | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    announce: bool = False,
+    callbacks: Sequence[Any] = (),
 ) -> dict[str, Any]:
-    """Load models and data, train with :class:`~askd_ref.trainer.ASKDTrainer`, save, evaluate."""
+    """Load models and data, train with :class:`~askd_ref.trainer.ASKDTrainer`, save, evaluate.
+
+    Under ``accelerate launch`` every process runs this: the train loss in the returned metrics
+    (and ``metrics.json``, written by the main process) is the all-reduced one, the evaluation is
+    split across the processes and gathered, and the process group is shut down at the end
+    (:func:`end_distributed`). With ``announce`` the main process prints a one-line summary.
+
+    No work is lost: an ``output_dir`` that holds checkpoints or a ``final`` model from an
+    earlier run is refused unless ``resume`` (continue from the last complete checkpoint, or
+    from the one given; the one used is printed) or ``overwrite`` (delete them first) is set.
+    The first Ctrl-C (SIGINT) lets the current step finish, saves a checkpoint and raises
+    :class:`~askd_ref.commands._errors.RunInterrupted` carrying the exact resume command; a
+    second one aborts at once. ``callbacks`` are extra ``TrainerCallback``s.
+    """
+    output_dir = str(config.training["output_dir"])
+    command = f"askd distill --config {config.source or 'RUN_FILE'}"
+    resume = _check_output_dir(output_dir, resume, overwrite, command)
+    for key, file in [("data.train", f) for f in config.train_files] + [("data.eval", config.eval_file)]:
+        if file is not None and not os.path.isfile(file):
+            raise UsageError(f"{key} file {file!r} does not exist")
     from transformers import TrainingArguments
 
     from askd_ref.data import read_samples
-    from askd_ref.engine.evaluate import evaluate_model
+    from askd_ref.engine.evaluate import evaluate_model_sharded
     from askd_ref.engine.forward import check_same_tokenizer
-    from askd_ref.engine.loading import load_causal_lm, load_tokenizer, resolve_device, torch_dtype
+    from askd_ref.engine.loading import load_causal_lm, load_tokenizer, resolve_device
     from askd_ref.io import atomic_write_json
     from askd_ref.trainer import ASKDTrainer, prompt_items_from_samples
 
-    device = resolve_device(config.device)
-    torch_dtype(config.dtype)
+    try:
+        device = resolve_device(config.device)
+    except ValueError as err:
+        raise UsageError(f"device: {err}") from None
     if device.type == "cpu" and config.dtype != "fp32":
-        raise ValueError(f"dtype {config.dtype} needs a GPU; use fp32 on CPU")
+        raise UsageError(f"dtype {config.dtype} needs a GPU; use dtype: fp32 on CPU")
     tokenizer = load_tokenizer(config.tokenizer or config.student)
     if config.tokenizer is None:
         check_same_tokenizer(load_tokenizer(config.teacher), tokenizer)
     samples: list[Any] = []
     for path in config.train_files:
         part = read_samples(path, skip_bad_lines=config.skip_bad_lines)
-        if config.skip_bad_lines and part.num_skipped:
+        if config.skip_bad_lines and part.num_skipped and _launch_rank() == 0:
             print(part.skipped_report())
         samples.extend(part)
     from askd_ref.engine.tokens import render_chat_prompts
@@ -285,25 +382,41 @@ def run_distill(
         config=config.askd,
         train_dataset=items,
         processing_class=tokenizer,
+        callbacks=list(callbacks),
         peft_config=None if config.peft is None else _lora_config(config.peft, "peft"),
     )
-    result = trainer.train(resume_from_checkpoint=resume)
-    output_dir = str(training["output_dir"])
+    stop = _InterruptState()
+    trainer.add_callback(_stop_callback(trainer, stop))
+    with stop.catching_sigint():
+        result = trainer.train(resume_from_checkpoint=resume)
+    if stop.stopped_at is not None:
+        checkpoint = os.path.join(output_dir, f"checkpoint-{stop.stopped_at}")
+        end_distributed(trainer)
+        raise RunInterrupted(
+            f"stopped after step {stop.stopped_at}, checkpoint saved to {checkpoint}; "
+            f"continue with: {command} --resume"
+        )
     final = os.path.join(output_dir, "final")
     trainer.save_model(final)
-    tokenizer.save_pretrained(final)
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(final)
     if config.peft is not None and config.peft.get("merge", True):
         merged = os.path.join(output_dir, "final-merged")
         trainer.save_merged_model(merged)
-        tokenizer.save_pretrained(merged)
+        if trainer.is_world_process_zero():
+            tokenizer.save_pretrained(merged)
     metrics: dict[str, Any] = {
         "method": config.askd.method,
-        "train_loss": result.training_loss,
+        # all-reduced over the processes (ASKDTrainer.log); TrainOutput.training_loss is this rank's
+        "train_loss": float(result.metrics["train_loss"]),
         "global_step": trainer.state.global_step,
         "prompts": len(items),
+        "world_size": trainer.world_size,
         "log_history": trainer.state.log_history,
     }
     if config.eval_file is not None:
+        from accelerate.utils import gather_object
+
         from askd_ref.data import read_prompts
         from askd_ref.quality import get_signal
 
@@ -312,17 +425,169 @@ def run_distill(
         prompts = read_prompts(config.eval_file, skip_bad_lines=config.skip_bad_lines)
         signal = get_signal(config.askd.quality, **dict(config.askd.quality_kwargs))
         ev = config.eval_settings
-        res = evaluate_model(
+        res = evaluate_model_sharded(
             trainer.accelerator.unwrap_model(trainer.model),
             tokenizer,
             prompts,
             signal,
+            rank=trainer.accelerator.process_index,
+            world_size=trainer.world_size,
+            gather=gather_object,
             max_new_tokens=int(ev.get("max_new_tokens", config.askd.max_new_tokens)),
             batch_size=int(ev.get("batch_size", 32)),
             temperature=float(ev.get("temperature", 0.0)),
-            progress=progress,
+            progress=progress and trainer.is_world_process_zero(),
+            desc="eval (held-out prompts)",
         )
         metrics["eval"] = res.to_dict()
     if trainer.is_world_process_zero():
         atomic_write_json(os.path.join(output_dir, "metrics.json"), metrics)
+    main = trainer.is_world_process_zero()
+    end_distributed(trainer)
+    if main and announce:
+        line = f"{metrics['method']}: {metrics['global_step']} steps, train loss {metrics['train_loss']:.4f}"
+        if "eval" in metrics:
+            line += f"; eval accuracy {metrics['eval']['accuracy']:.4f} (n = {metrics['eval']['n']})"
+        print(line + f"; saved to {final}")
     return metrics
+
+
+def _existing_work(output_dir: str) -> list[str]:
+    """Names of the checkpoints and final model an earlier run left in ``output_dir``."""
+    if not os.path.isdir(output_dir):
+        return []
+    found = [n for n in os.listdir(output_dir) if re.fullmatch(r"checkpoint-\d+", n) or n == "final"]
+    return sorted(found, key=lambda n: (n == "final", int(n.rpartition("-")[2]) if n != "final" else 0))
+
+
+def _check_output_dir(
+    output_dir: str, resume: str | bool | None, overwrite: bool, command: str
+) -> str | None:
+    """Refuse to overwrite an earlier run's work; resolve ``resume`` to the checkpoint folder used."""
+    from askd_ref.engine.paths import last_checkpoint
+
+    if resume and overwrite:
+        raise UsageError("--resume and --overwrite contradict each other; choose one")
+    main = _launch_rank() == 0
+    if not resume:
+        found = _existing_work(output_dir)
+        if found and not overwrite:
+            shown = ", ".join(found[-3:]) if len(found) <= 3 else f"{len(found)} entries up to {found[-1]}"
+            raise UsageError(
+                f"output_dir {output_dir} already holds {shown} from an earlier run; "
+                f"continue it with: {command} --resume, or start over with: {command} --overwrite"
+            )
+        if found and main:
+            for name in found + [n for n in os.listdir(output_dir) if n.startswith("tmp-checkpoint-")]:
+                shutil.rmtree(os.path.join(output_dir, name), ignore_errors=True)
+            print(f"--overwrite: deleted {', '.join(found)} in {output_dir}", flush=True)
+        return None
+    if resume is True:
+        checkpoint = last_checkpoint(output_dir)
+        if checkpoint is None:
+            raise UsageError(
+                f"--resume: no complete checkpoint-N folder in {output_dir}; run without --resume"
+            )
+    else:
+        checkpoint = str(resume)
+        if not os.path.isfile(os.path.join(checkpoint, "trainer_state.json")):
+            raise UsageError(f"--resume: {checkpoint!r} is not a complete checkpoint folder")
+    if main:
+        print(f"resuming from {checkpoint}", flush=True)
+    return checkpoint
+
+
+class _InterruptState:
+    """What the SIGINT handler and the stop callback share."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.stopped_at: int | None = None
+
+    @contextlib.contextmanager
+    def catching_sigint(self) -> Iterator[None]:
+        """First SIGINT: request a stop. Second: ``KeyboardInterrupt`` (abort at once)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum: int, frame: Any) -> None:
+            if self.requested:
+                raise KeyboardInterrupt
+            self.requested = True
+            if _launch_rank() == 0:
+                note = (
+                    "stopping after this step and saving a checkpoint (Ctrl-C again to abort without saving)"
+                )
+                print(f"\n{note}", file=sys.stderr, flush=True)
+
+        previous = signal.signal(signal.SIGINT, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _stop_callback(trainer: Any, interrupt: _InterruptState) -> Any:
+    """A ``TrainerCallback``: after a step during which a stop was requested, save and stop.
+
+    It also labels Trainer's progress bar with the method being trained.
+
+    Under several processes the request is all-reduced at every step end, so every rank stops
+    (and saves) after the same step even if only some received the signal.
+    """
+    from transformers import TrainerCallback
+
+    class StopOnInterrupt(TrainerCallback):
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            for callback in trainer.callback_handler.callbacks:  # label Trainer's progress bar
+                bar = getattr(callback, "training_bar", None)
+                if bar is not None and hasattr(bar, "set_description"):
+                    bar.set_description(f"train ({trainer.askd_config.method})")
+            return control
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            requested = interrupt.requested
+            if trainer.world_size > 1:
+                import torch
+                import torch.distributed as dist
+
+                flag = torch.tensor([float(requested)], device=trainer.accelerator.device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                requested = bool(flag.item())
+            if requested and interrupt.stopped_at is None:
+                control.should_save = True
+                control.should_training_stop = True
+                interrupt.stopped_at = int(state.global_step)
+            return control
+
+    return StopOnInterrupt()
+
+
+def _launch_rank() -> int:
+    """This process's rank as set by ``accelerate launch``/``torchrun`` (0 when run directly)."""
+    return int(os.environ.get("RANK", "0") or 0)
+
+
+def end_distributed(trainer: Any = None) -> None:
+    """Drop the DDP wrapper of ``trainer`` and shut the process group down; every rank calls it.
+
+    ``torch.distributed.destroy_process_group()`` alone is not enough after a ``Trainer`` ran under
+    DDP: the wrapped model (``trainer.model_wrapped``, and the accelerator's list of prepared
+    models) keeps the process group, and so its worker threads (``pt_gloo_runloop``,
+    ``gloo_tcp_loop``), alive until interpreter shutdown, which then destroys them in no defined
+    order and can abort a rank with "terminate called without an active exception" after all the
+    work is done. Releasing the wrapper first makes ``destroy_process_group`` join those threads
+    here. The unwrapped ``trainer.model`` stays usable. A no-op in a single process.
+    """
+    import gc
+
+    import torch.distributed as dist
+
+    if trainer is not None:
+        trainer.model_wrapped = trainer.model
+        trainer.accelerator.free_memory()
+    gc.collect()
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
