@@ -146,6 +146,18 @@ def _source_mutant(module_name: str, function: str, old: str, new: str) -> Calla
     return apply
 
 
+def _srkl_gradient_scaled() -> None:
+    from askd_ref import divergences
+
+    original = divergences.skew_reverse_kl
+
+    def skew_reverse_kl(**kwargs: Any) -> Tensor:
+        value = original(**kwargs)
+        return value + 0.5 * (value - value.detach())  # same value, gradient × 1.5
+
+    _replace_everywhere("askd_ref.divergences", {"skew_reverse_kl": skew_reverse_kl})
+
+
 @dataclasses.dataclass(frozen=True)
 class Mutant:
     """A wrong implementation and the checks expected to catch it (pytest node ids)."""
@@ -198,6 +210,12 @@ MUTANTS: dict[str, Mutant] = {
             "E13 drops the importance ratio (off-policy SGOs treated as on-policy)",
             _offpolicy_ratio_dropped,
             ("checks/test_t9_estimator_bias.py::test_t9_offpolicy_sgo_loss_with_sequence_ratio_is_unbiased",),
+        ),
+        Mutant(
+            "srkl_gradient_scaled",
+            "E3's gradient 1.5× too large (values unchanged): passes the old T8 bound, not the sharp one",
+            _srkl_gradient_scaled,
+            ("checks/test_t8_logit_gradients.py::test_t8_sharp_constants_bound_askd_ref_gradients",),
         ),
         # One-line convention mistakes in mean mode, off-policy and E15 (source edits).
         Mutant(
