@@ -38,6 +38,7 @@ __all__ = [
     "dense_errors",
     "mean_instance",
     "measure_t1m",
+    "measure_t9d",
     "offpolicy_mean_errors",
     "sgo_mean_errors",
     "tgo_mean_errors",
@@ -459,7 +460,7 @@ def measure_t1m() -> dict[str, float]:
             upd("offpolicy_exact_error", off["exact_ratio_error"], "max")
             upd("offpolicy_clipped_formula_error", off["clipped_formula_error"], "max")
             upd("offpolicy_clipped_bias_max", off["clipped_bias"], "max")
-            upd("offpolicy_bias_over_bound_max", off["clipped_bias"] / max(off["clipped_bound"], 1e-300), "max")
+            upd("offpolicy_bias_minus_bound_max", off["clipped_bias"] - off["clipped_bound"], "max")
         v = uj_variance(inst, askd_ref.ASKDOptions())
         upd("uj_variance_ratio_max", v["uj"] / v["default"], "max")
         upd("uj_variance_ratio_min", v["uj"] / v["default"], "min")
@@ -475,3 +476,19 @@ OPTION_VARIANTS: tuple[askd_ref.ASKDOptions, ...] = (
     askd_ref.ASKDOptions(sgo_pullup="adaptive", tau_lo=0.3),
     askd_ref.ASKDOptions(mixture_grad="stop"),
 )
+
+
+@functools.cache
+def measure_t9d() -> dict[str, float]:
+    """Worst cases of T9d over :data:`MEAN_INSTANCES` × defaults / stop mode (report numbers)."""
+    out: dict[str, float] = {"sgo_bias_min": math.inf, "stop_vs_full_min": math.inf}
+    for spec in MEAN_INSTANCES:
+        inst = mean_instance(*spec)
+        for o in (askd_ref.ASKDOptions(), askd_ref.ASKDOptions(mixture_grad="stop")):
+            e = dense_errors(inst, o)
+            for key in ("tgo_value_error", "sgo_value_error", "tgo_grad_error", "sgo_single_error"):
+                out[key] = max(out.get(key, 0.0), e[key])
+            out["sgo_bias_min"] = min(out["sgo_bias_min"], e["sgo_bias"])
+            if o.mixture_grad == "stop":
+                out["stop_vs_full_min"] = min(out["stop_vs_full_min"], e["stop_vs_full"])
+    return out
