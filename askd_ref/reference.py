@@ -562,7 +562,10 @@ def sgo_loss(
     c_tilde = sgo_coefficient(delta, alpha, mixture_grad=o.mixture_grad)
     if o.normalize == "mean" and o.sgo_length_correction == "uj":
         c_hat = c_hat + np.array(
-            [(int(m[i].sum()) - 1) * _uj_phi(float(delta[i]), float(alpha[i]), float(h[i]), o) for i in range(b)]
+            [
+                (int(m[i].sum()) - 1) * _uj_phi(float(delta[i]), float(alpha[i]), float(h[i]), o)
+                for i in range(b)
+            ]
         )
     grad = np.zeros_like(s)
     per_sample = []

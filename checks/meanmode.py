@@ -33,8 +33,8 @@ from checks.tabular import F64, Tabular, expected_gradient, flat_grad, make_tabu
 
 __all__ = [
     "MEAN_INSTANCES",
-    "MeanInstance",
     "OPTION_VARIANTS",
+    "MeanInstance",
     "dense_errors",
     "mean_instance",
     "measure_t1m",
@@ -205,15 +205,19 @@ def tgo_estimate(inst: MeanInstance, o: askd_ref.ASKDOptions) -> Tensor:
         inst.theta,
         inst.q_tok,
         inst.p_lp.exp(),
-        lambda x: askd_ref.tgo_loss(
-            student_token_logp=x, teacher_token_logp=inst.p_tok, mask=inst.mask, quality=inst.quality, options=o
-        ).loss,
+        lambda x: (
+            askd_ref.tgo_loss(
+                student_token_logp=x,
+                teacher_token_logp=inst.p_tok,
+                mask=inst.mask,
+                quality=inst.quality,
+                options=o,
+            ).loss
+        ),
     )
 
 
-def sgo_estimate(
-    inst: MeanInstance, o: askd_ref.ASKDOptions, behaviour: Tensor | None = None
-) -> Tensor:
+def sgo_estimate(inst: MeanInstance, o: askd_ref.ASKDOptions, behaviour: Tensor | None = None) -> Tensor:
     """E[∇ sgo_loss(y)] with y ∼ q (``behaviour=None``) or y ∼ μ (behaviour logits given)."""
     if behaviour is None:
         weights, mu_lp = inst.q_lp.exp(), None
@@ -224,14 +228,16 @@ def sgo_estimate(
         inst.theta,
         inst.q_tok,
         weights,
-        lambda x: askd_ref.sgo_loss(
-            student_token_logp=x,
-            teacher_token_logp=inst.p_tok,
-            mask=inst.mask,
-            quality=inst.quality,
-            behaviour_logp=mu_lp,
-            options=o,
-        ).loss,
+        lambda x: (
+            askd_ref.sgo_loss(
+                student_token_logp=x,
+                teacher_token_logp=inst.p_tok,
+                mask=inst.mask,
+                quality=inst.quality,
+                behaviour_logp=mu_lp,
+                options=o,
+            ).loss
+        ),
     )
 
 
@@ -272,7 +278,9 @@ def sgo_mean_errors(inst: MeanInstance, o: askd_ref.ASKDOptions) -> dict[str, fl
     out["baseline_law_error"] = _max_abs(g_b - g_0 - b * inv_len)
     out["baseline_shift"] = _max_abs(g_b - g_0)
     out["baseline_d_error"] = _max_abs(g_b - flat_grad(d_objective(inst, o, baseline=b), inst.theta))
-    out["length_baseline_shift"] = _max_abs(_weighted(inst, q, c_hat(d, inst.quality, o) + b * inst.lengths) - g_0)
+    out["length_baseline_shift"] = _max_abs(
+        _weighted(inst, q, c_hat(d, inst.quality, o) + b * inst.lengths) - g_0
+    )
     if o.mixture_grad == "full":
         g_uj = flat_grad(uj_mean(inst, o), inst.theta)
         out["uj_bias"] = _max_abs(est - g_uj)
@@ -298,11 +306,15 @@ def offpolicy_mean_errors(inst: MeanInstance, o: askd_ref.ASKDOptions, seed: int
     rho_near = (inst.q_lp - inst.seq_logp(near)).exp().detach()
     eps = o.is_clip_eps
     if not bool(((rho_near > 1 - eps) & (rho_near < 1 + eps)).all()):
-        raise AssertionError(f"precondition: ratios inside the clip range, got {rho_near.min()}..{rho_near.max()}")
+        raise AssertionError(
+            f"precondition: ratios inside the clip range, got {rho_near.min()}..{rho_near.max()}"
+        )
     out = {"exact_ratio_error": _max_abs(sgo_estimate(inst, o, near) - g_d)}
     if o.mixture_grad == "full":
         g_uj = flat_grad(uj_mean(inst, o), inst.theta)
-        out["exact_ratio_uj_error"] = _max_abs(sgo_estimate(inst, o.replace(sgo_length_correction="uj"), near) - g_uj)
+        out["exact_ratio_uj_error"] = _max_abs(
+            sgo_estimate(inst, o.replace(sgo_length_correction="uj"), near) - g_uj
+        )
     far = _behaviour(inst, seed, 1.5)
     mu = inst.seq_logp(far).exp().detach()
     rho = (inst.q_lp - inst.seq_logp(far)).exp().detach()
@@ -331,9 +343,7 @@ def uj_variance(inst: MeanInstance, o: askd_ref.ASKDOptions) -> dict[str, float]
     d = inst.delta_bar().detach()
     base = c_hat(d, inst.quality, o)
     uj = base + (inst.lengths - 1) * phi_hat(d, inst.quality, o)
-    grads = torch.stack(
-        [flat_grad(inst.q_lp[i] / inst.lengths[i], inst.theta) for i in range(q.shape[0])]
-    )
+    grads = torch.stack([flat_grad(inst.q_lp[i] / inst.lengths[i], inst.theta) for i in range(q.shape[0])])
 
     def variance(coef: Tensor) -> float:
         g = coef[:, None] * grads
@@ -403,7 +413,8 @@ def dense_errors(inst: MeanInstance, o: askd_ref.ASKDOptions) -> dict[str, float
 
     Exact objectives (pool = mean over the response's tokens, or the sum under ``normalize="sum"``):
     J_D,T = Σ_y p(y)·pool_t SKL_{α_T(r_y)}(p_t‖q_t); J_D,S = Σ_y q(y)(1 − h(r_y))·pool_t SRKL_{α_S(r_y)}.
-    G_single = Σ_y sg(q(y))·∇[(1 − h)·pool_t SRKL] (prefixes held); G_long = Σ_y q(y)(1 − h)·pool_t SRKL·∇log q(y).
+    G_single = Σ_y sg(q(y))·∇[(1 − h)·pool_t SRKL] (prefixes held);
+    G_long = Σ_y q(y)(1 − h)·pool_t SRKL·∇log q(y).
     """
     p_full = inst.full_logp(inst.teacher).detach()
     q_full = inst.full_logp(inst.theta)

@@ -138,7 +138,8 @@ def _source_mutant(module_name: str, function: str, old: str, new: str) -> Calla
         module = importlib.import_module(module_name)
         source = textwrap.dedent(inspect.getsource(getattr(module, function)))
         if source.count(old) != 1:
-            raise RuntimeError(f"mutant text {old!r} occurs {source.count(old)} times in {module_name}.{function}")
+            count = source.count(old)
+            raise RuntimeError(f"mutant text {old!r} occurs {count} times in {module_name}.{function}")
         namespace = dict(module.__dict__)
         exec(compile(source.replace(old, new), f"<mutant of {module_name}.{function}>", "exec"), namespace)
         _replace_everywhere(module_name, {function: namespace[function]})
@@ -221,7 +222,12 @@ MUTANTS: dict[str, Mutant] = {
         Mutant(
             "offpolicy_ratio_from_mean_score",
             "E13's ratio built from the length-normalised score: ρ = exp(S̄ − log μ)",
-            _source_mutant(_L, "sgo_loss", "log_rho = s.sum(-1) - mu", "log_rho = pool(s, m, opts.normalize) - mu"),
+            _source_mutant(
+                _L,
+                "sgo_loss",
+                "log_rho = s.sum(-1) - mu",
+                "log_rho = pool(s, m, opts.normalize) - mu",
+            ),
             (_T1M,),
         ),
         Mutant(
@@ -235,13 +241,23 @@ MUTANTS: dict[str, Mutant] = {
         Mutant(
             "offpolicy_ppo_min",
             "E13's PPO max of losses replaced by the min",
-            _source_mutant(_L, "sgo_loss", "torch.maximum(unclipped, clipped)", "torch.minimum(unclipped, clipped)"),
+            _source_mutant(
+                _L,
+                "sgo_loss",
+                "torch.maximum(unclipped, clipped)",
+                "torch.minimum(unclipped, clipped)",
+            ),
             (_T1M,),
         ),
         Mutant(
             "sgo_delta_sum_score_mean",
             "E12: Δ pooled by sum while the score is pooled by mean",
-            _source_mutant(_L, "sgo_loss", "delta = pool(s - t, m, opts.normalize)", 'delta = pool(s - t, m, "sum")'),
+            _source_mutant(
+                _L,
+                "sgo_loss",
+                "delta = pool(s - t, m, opts.normalize)",
+                'delta = pool(s - t, m, "sum")',
+            ),
             (_T1M,),
         ),
         Mutant(
@@ -253,7 +269,12 @@ MUTANTS: dict[str, Mutant] = {
         Mutant(
             "tgo_delta_sum_score_mean",
             "E11: Δ pooled by sum while the score is pooled by mean",
-            _source_mutant(_L, "tgo_loss", "delta = pool(s - t, m, opts.normalize)", 'delta = pool(s - t, m, "sum")'),
+            _source_mutant(
+                _L,
+                "tgo_loss",
+                "delta = pool(s - t, m, opts.normalize)",
+                'delta = pool(s - t, m, "sum")',
+            ),
             (_T1M,),
         ),
         Mutant(
@@ -270,7 +291,12 @@ MUTANTS: dict[str, Mutant] = {
         Mutant(
             "dense_sgo_gate_dropped",
             "E15's SGO term without its (1 − h(r)) weight",
-            _source_mutant(_L, "dense_askd_loss", "per_sample = (1 - h) * pool_sums", "per_sample = pool_sums"),
+            _source_mutant(
+                _L,
+                "dense_askd_loss",
+                "per_sample = (1 - h) * pool_sums",
+                "per_sample = pool_sums",
+            ),
             (_T9D,),
         ),
         Mutant(

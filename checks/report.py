@@ -59,14 +59,20 @@ ROOT = Path(__file__).resolve().parent.parent
 LABELS = ("T1", "T1m", *(f"T{i}" for i in range(2, 10)), "T9d", "T10", "T11", "T12")
 STATEMENTS = {
     "T1": "Fixed α: E5/E6 (tgo_loss/sgo_loss) are the exact gradients of SKL_α,seq / SRKL_α,seq",
-    "T1m": "Mean mode: E11 → ∇J_T^mean; E12/E13 → ∇D_ĉ (not ∇J_S^mean); baseline not free; uj option → ∇UJ^mean",
+    "T1m": (
+        "Mean mode: E11 → ∇J_T^mean; E12/E13 → ∇D_ĉ (not ∇J_S^mean); baseline not free; "
+        "uj option → ∇UJ^mean"
+    ),
     "T2": "Per-sample α: E11 → ∇J_T (tilted minimiser), E12 → ∇UJ; UJ ≥ 0, = 0 iff q = p",
     "T3": "Ranges: 0 < w < 1, w(0) = 1 − α; c̃ ≤ log(1/α) − (1−α); sign(c̃) = sign(Δ); ĉ ≤ 0 at h = 1",
     "T4": "Lipschitz constants of w, c̃, ĉ in Δ, α and quality (tight); hard gate discontinuous",
     "T5": "w non-decreasing in quality; push-down max(ĉ, 0) non-increasing",
     "T6": "Limits α → 0 (w → 1, c → Δ + 1) and α → 1 (w, c̃ → 0)",
     "T7": "0 ≤ SKL_α ≤ min(log(1/α), (1−α)KL); monotone, convex; |dSKL/dα| ≤ TV/α",
-    "T8": "‖∇_z SKL_α‖₁ ≤ 2(1−√α)/(1+√α) (sharp; spec: 2); ‖∇_z SRKL_α‖₁ ≤ K_R(α) (sharp; spec: 2(log(1/α) + 1 + 1/e))",
+    "T8": (
+        "‖∇_z SKL_α‖₁ ≤ 2(1−√α)/(1+√α) (sharp; spec: 2); "
+        "‖∇_z SRKL_α‖₁ ≤ K_R(α) (sharp; spec: 2(log(1/α) + 1 + 1/e))"
+    ),
     "T9": "Estimator bias (k1/k2/k3, G_single, constant-α token SKL, off-policy ratio)",
     "T9d": "E15: values, exact TGO gradient, SGO term = G_single (biased), stop mode = semi-gradient",
     "T10": "Uniform convergence: Hoeffding + union envelope, log-log slope −1/2, uniform in α",
@@ -235,11 +241,14 @@ def build_report(out_dir: Path) -> str:
             f"≤ {EXACT_ATOL:g}; negative ≥ {BIAS_MARGIN:g}",
         ),
         "T1m": (
-            f"E11 vs ∇J_T^mean {_g(t1m['tgo_error'], 2)}, E12 vs ∇D_ĉ {_g(t1m['d_error'], 2)}, E13 exact ratio "
+            f"E11 vs ∇J_T^mean {_g(t1m['tgo_error'], 2)}, E12 vs ∇D_ĉ {_g(t1m['d_error'], 2)}, "
+            "E13 exact ratio "
             f"{_g(t1m['offpolicy_exact_error'], 2)}, uj option vs ∇UJ^mean {_g(t1m['uj_option_error'], 2)}; "
-            f"E12 misses ∇J_S^mean by ≥ {_g(t1m['js_bias_min'], 3)}, ∇UJ^mean by ≥ {_g(t1m['uj_bias_min'], 3)}; "
+            f"E12 misses ∇J_S^mean by ≥ {_g(t1m['js_bias_min'], 3)}, "
+            f"∇UJ^mean by ≥ {_g(t1m['uj_bias_min'], 3)}; "
             f"constant baseline shifts the gradient by ≥ {_g(t1m['baseline_shift_min'], 3)}; "
-            f"Var(uj)/Var(default) ∈ [{t1m['uj_variance_ratio_min']:.3g}, {t1m['uj_variance_ratio_max']:.3g}] "
+            f"Var(uj)/Var(default) ∈ [{t1m['uj_variance_ratio_min']:.3g}, "
+            f"{t1m['uj_variance_ratio_max']:.3g}] "
             "(lengths ≤ 3)",
             f"≤ {EXACT_ATOL:g}; negative ≥ {BIAS_MARGIN:g}",
         ),
@@ -321,7 +330,8 @@ def build_report(out_dir: Path) -> str:
         "ASKD as specified by askd-ref (`ASKD-SPEC.md` §7, §11). All computations are float64. Most bounds",
         "and constants come from the sympy derivations in `proofs/` (`docs/derivations.md`), lambdified;",
         "some closed forms are written out in `checks/` (grid.py, dynamics.py, meanmode.py, sharp.py) as",
-        "independent second implementations. Exactness checks enumerate every sequence of tabular autoregressive models",
+        "independent second implementations. Exactness checks enumerate every sequence of tabular",
+        "autoregressive models",
         f"(instances (vocab, length, seed, scale) = {', '.join(str(m) for m in NEGATIVE_INSTANCES)} here;",
         "hypothesis draws more in the checks). Regenerate with `python -m checks.report`.",
         "",
@@ -360,7 +370,8 @@ def build_report(out_dir: Path) -> str:
     ]
     lines += _table(
         ("Quantity", "Worst case"),
-        [(k, _g(v, 3)) for k, v in sorted(t1m.items())] + [(f"dense: {k}", _g(v, 3)) for k, v in sorted(t9d.items())],
+        [(k, _g(v, 3)) for k, v in sorted(t1m.items())]
+        + [(f"dense: {k}", _g(v, 3)) for k, v in sorted(t9d.items())],
     )
     lines += [
         "Figures: [coefficient curves](figures/checks-coefficients.png) ·",

@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-__all__ = ["srkl_sharp", "srkl_two_point", "skl_sharp", "skl_maximiser", "srkl_maximiser"]
+__all__ = ["skl_maximiser", "skl_sharp", "srkl_maximiser", "srkl_sharp", "srkl_two_point"]
 
 
 def skl_sharp(alpha: float) -> float:
@@ -41,14 +41,14 @@ def skl_maximiser(alpha: float, eps: float = 1e-13) -> tuple[list[float], list[f
 def srkl_two_point(s: np.ndarray, alpha: float) -> np.ndarray:
     """2s(1−s)[log(1/α) − 1 − log((1−s)/(1−αs)) + α(1−s)/(1−αs)]."""
     u2 = (1 - s) / (1 - alpha * s)
-    return 2 * s * (1 - s) * (math.log(1 / alpha) - 1 - np.log(u2) + alpha * u2)
+    return np.asarray(2 * s * (1 - s) * (math.log(1 / alpha) - 1 - np.log(u2) + alpha * u2))
 
 
 def srkl_maximiser(alpha: float) -> float:
     """argmax_s of :func:`srkl_two_point` (grid, then golden section)."""
     s = np.linspace(1e-9, 1 - 1e-9, 20001)
     k = int(np.argmax(srkl_two_point(s, alpha)))
-    lo, hi = s[max(k - 1, 0)], s[min(k + 1, s.size - 1)]
+    lo, hi = float(s[max(k - 1, 0)]), float(s[min(k + 1, s.size - 1)])
     g = (math.sqrt(5) - 1) / 2
     for _ in range(80):
         a, b = hi - g * (hi - lo), lo + g * (hi - lo)

@@ -106,7 +106,9 @@ def test_t1m_offpolicy_mean_exact_ratio_is_unbiased_and_clip_is_as_derived(k: in
         f"clipped bias {e['clipped_bias']:.3g} > bound {e['clipped_bound']:.3g} ({what})"
     )
     if k == 0:  # the instance where the clip cuts samples with ĉ ≠ 0 for every option variant
-        assert e["clipped_bias"] >= BIAS_MARGIN, f"clip unexpectedly unbiased ({e['clipped_bias']:.3g}; {what})"
+        assert e["clipped_bias"] >= BIAS_MARGIN, (
+            f"clip unexpectedly unbiased ({e['clipped_bias']:.3g}; {what})"
+        )
 
 
 def test_t1m_j_s_mean_is_not_a_divergence_while_d_and_uj_mean_are() -> None:

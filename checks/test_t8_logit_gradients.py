@@ -49,7 +49,9 @@ def _norms(p: list[float] | torch.Tensor, z: torch.Tensor, alpha: float) -> tupl
 
 
 @given(st.integers(2, 64), st.integers(0, 2**20), st.floats(0.1, 15.0), st.floats(1e-3, 1 - 1e-3))
-def test_t8_sharp_constants_bound_askd_ref_gradients(vocab: int, seed: int, scale: float, alpha: float) -> None:
+def test_t8_sharp_constants_bound_askd_ref_gradients(
+    vocab: int, seed: int, scale: float, alpha: float
+) -> None:
     """‖∇_z SKL_α‖₁ ≤ 2(1−√α)/(1+√α) and ‖∇_z SRKL_α‖₁ ≤ K_R(α) (checks/sharp.py).
 
     Catches: a logit gradient too large by any factor > 1 + 1e-9 at the worst case (e.g. the SKL

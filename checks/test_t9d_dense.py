@@ -50,7 +50,9 @@ def test_t9d_dense_sgo_term_is_g_single_and_biased(k: int, name: str) -> None:
     """
     o = VARIANTS[name]
     e = dense_errors(mean_instance(*MEAN_INSTANCES[k]), o)
-    assert e["sgo_single_error"] <= EXACT_ATOL, f"E_q[∇ℓ_D,S] − G_single = {e['sgo_single_error']:.3g} ({name})"
+    assert e["sgo_single_error"] <= EXACT_ATOL, (
+        f"E_q[∇ℓ_D,S] − G_single = {e['sgo_single_error']:.3g} ({name})"
+    )
     assert e["single_plus_long_error"] <= EXACT_ATOL, "G_single + G_long ≠ ∇J_D,S"
     assert e["sgo_bias"] >= BIAS_MARGIN, f"dense SGO unexpectedly unbiased ({e['sgo_bias']:.3g}; {name})"
     if o.mixture_grad == "stop":

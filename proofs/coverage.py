@@ -13,18 +13,33 @@ __all__ = ["COVERAGE", "coverage_table"]
 #: label → (derived symbolically, other backing, where it is checked numerically).
 COVERAGE: tuple[tuple[str, str, str, str], ...] = (
     ("E1–E4", "—", "—", "tests/ against the float64 reference (probability space, mpmath); T7 grids"),
-    ("E5, E6, E7, E9", "yes (derive_e5/e6/e7/e9)", "—", "tests/test_proofs_numeric.py, tests/ reference, T3–T6"),
+    (
+        "E5, E6, E7, E9",
+        "yes (derive_e5/e6/e7/e9)",
+        "—",
+        "tests/test_proofs_numeric.py, tests/ reference, T3–T6",
+    ),
     ("E8", "hard-gate jump only (derive_t4_hard_gate_jump)", "—", "tests/ reference; T3, T4, T5"),
     ("E10", "inside T4/T5 derivations", "—", "tests/ reference; T4, T5"),
     ("E11, E12 (sum)", "yes (T1, T2)", "—", "T1, T2 exact enumeration"),
     ("E11, E12 (mean)", "yes (T1m)", "—", "T1m exact enumeration, gate on, both schedules"),
-    ("E13", "—", "prose: unbiased while unclipped (T1m, T9)", "T9 (sum), T1m (mean): exact and clipped ratio"),
+    (
+        "E13",
+        "—",
+        "prose: unbiased while unclipped (T1m, T9)",
+        "T9 (sum), T1m (mean): exact and clipped ratio",
+    ),
     ("E14", "—", "—", "tests/ reference and accumulation tests"),
     ("E15", "—", "—", "T9d exact enumeration; tests/ reference"),
     ("T1, T2", "yes (categorical family)", "—", "checked numerically (exact enumeration)"),
     ("T1m", "yes", "—", "checked numerically (exact enumeration, varying lengths)"),
     ("T3–T6", "yes", "—", "checked numerically (grids, hypothesis)"),
-    ("T7", "identities only", "prose: the inequality steps", "checked numerically (random pairs, tight cases)"),
+    (
+        "T7",
+        "identities only",
+        "prose: the inequality steps",
+        "checked numerically (random pairs, tight cases)",
+    ),
     (
         "T8",
         "the spec's bounds",
@@ -47,4 +62,4 @@ def coverage_table() -> list[str]:
         "|---|---|---|---|",
     ]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in COVERAGE]
-    return lines + [""]
+    return [*lines, ""]

@@ -2,7 +2,8 @@
 
 Every sequence objective below is a sum over outcomes y of a per-outcome term F_y(q(y)), so
 ∇J = Σ_y F_y'(q(y))·∇q(y) = E_q[F_y'(q)·∇log q(y)] = E_q[n·F_y'(q)·∇S̄(y)]: the coefficient of
-∇S̄ that is exact for J is n·F_y'(q) under y ∼ q (n·q·F_y'(q)/p under y ∼ p), with q = p·e^{nΔ̄}. That one identity, applied per term and
+∇S̄ that is exact for J is n·F_y'(q) under y ∼ q (n·q·F_y'(q)/p under y ∼ p), with q = p·e^{nΔ̄}.
+That one identity, applied per term and
 checked by sympy, gives every T1m statement. n = |y| is a positive symbol (n = 1 is the sum mode).
 """
 
@@ -19,10 +20,10 @@ from proofs._core import (
     Result,
     Step,
     c_tilde_of,
+    logit,
     require_equal,
     require_zero,
     sigmoid,
-    logit,
     u_of,
 )
 
@@ -70,7 +71,8 @@ def derive_t1m_tgo_mean_mode() -> Derivation:
         steps=(
             Step("One term of J_T^mean, with Δ̄ = (log q − log p)/n:", term),
             Step(
-                "Exact coefficient of ∇S̄ under y ∼ p: (n q/p)·∂/∂q of the term, with q = p e^{nΔ̄} (sympy simplifies "
+                "Exact coefficient of ∇S̄ under y ∼ p: (n q/p)·∂/∂q of the term, with q = p e^{nΔ̄} "
+                "(sympy simplifies "
                 "its difference with −w(Δ̄; α) to 0):",
                 -w_bar,
             ),
@@ -147,7 +149,8 @@ def derive_t1m_sgo_mean_mode() -> Derivation:
         steps=(
             Step("Per-term potential of an arbitrary coefficient c:", psi),
             Step(
-                "Its exact ∇S̄-coefficient under y ∼ q, n·∂/∂q at q = p e^{nΔ̄} (Leibniz rule; sympy: equal to c(Δ̄)):",
+                "Its exact ∇S̄-coefficient under y ∼ q, n·∂/∂q at q = p e^{nΔ̄} "
+                "(Leibniz rule; sympy: equal to c(Δ̄)):",
                 coef_psi,
             ),
             Step(
@@ -160,13 +163,19 @@ def derive_t1m_sgo_mean_mode() -> Derivation:
                 "b(E_q[1/n] − E_p[1/n]), non-zero when lengths vary (not free).",
                 sp.simplify(length_base),
             ),
-            Step("Exact coefficient for J_S^mean = E_q[log u(Δ̄)] (spec §11; sympy: n·∂/∂q of q log u(Δ̄) equals it):", js_expected),
+            Step(
+                "Exact coefficient for J_S^mean = E_q[log u(Δ̄)] "
+                "(spec §11; sympy: n·∂/∂q of q log u(Δ̄) equals it):",
+                js_expected,
+            ),
             Step("φ = log u + 1/u − 1, with φ + φ' = c̃ and φ(0) = φ'(0) = 0:", phi),
             Step(
                 "φ = x − 1 − log x at x = 1/u > 0, which is ≥ 0 with its only zero at x = 1 (Δ̄ = 0).",
                 g,
             ),
-            Step("Exact coefficient for UJ^mean = E_q[φ(Δ̄)] (sympy: n·∂/∂q of q φ(Δ̄) equals it):", uj_expected),
+            Step(
+                "Exact coefficient for UJ^mean = E_q[φ(Δ̄)] (sympy: n·∂/∂q of q φ(Δ̄) equals it):", uj_expected
+            ),
             Step(
                 "With the gate, φ_ĉ = φ(·; α_lo) for Δ̄ < 0 (α_S(r) with adaptive pull-up) and "
                 "(1 − h)φ(·; α_S(r)) for Δ̄ ≥ 0; both sides are integrands of the same ODE φ + φ' = ĉ "

@@ -615,7 +615,9 @@ def test_t8_logit_gradients_match_autograd(z: list[float], pz: list[float], alph
 
 @covers(proofs.derive_t1m_tgo_mean_mode, "w_bar")
 @given(deltas, alphas, st.integers(1, 400), probs)
-def test_t1m_tgo_coefficient_matches_askd_ref_and_autograd(delta: float, alpha: float, n: int, p: float) -> None:
+def test_t1m_tgo_coefficient_matches_askd_ref_and_autograd(
+    delta: float, alpha: float, n: int, p: float
+) -> None:
     w = f(proofs.derive_t1m_tgo_mean_mode, "w_bar")(delta, alpha)
     assert_close(w, askd_ref.tgo_coefficient(delta, alpha), SYMPY_TOL, what="w(Δ̄) vs tgo_coefficient")
     # Objective term −p log(α + (1−α)(q/p)^{1/n}); with z = log q, (n/p)·∂/∂z = −w (y ∼ p).
@@ -626,7 +628,9 @@ def test_t1m_tgo_coefficient_matches_askd_ref_and_autograd(delta: float, alpha: 
 
 @covers(proofs.derive_t1m_sgo_mean_mode, "js_coefficient", "uj_integrand", "uj_coefficient")
 @given(st.floats(-4.0, 4.0), st.floats(0.01, 0.99), st.integers(1, 50), probs)
-def test_t1m_sgo_coefficients_match_askd_ref_and_autograd(delta: float, alpha: float, n: int, p: float) -> None:
+def test_t1m_sgo_coefficients_match_askd_ref_and_autograd(
+    delta: float, alpha: float, n: int, p: float
+) -> None:
     d = proofs.derive_t1m_sgo_mean_mode
     z = tg(math.log(p) + n * delta)  # z = log q, Δ̄ = (z − log p)/n
     dbar = (z - math.log(p)) / n
