@@ -93,7 +93,7 @@ def test_t8_sharp_srkl_constant_is_not_beaten_by_search() -> None:
             zq = (torch.randn(vocab, dtype=F64) * 3).requires_grad_(True)
             opt = torch.optim.Adam([zp, zq], lr=0.1)
             best = 0.0
-            for _ in range(150):
+            for step in range(80):
                 opt.zero_grad()
                 p, q = torch.softmax(zp, -1), torch.softmax(zq, -1)
                 m = (1 - alpha) * p + alpha * q
@@ -103,7 +103,8 @@ def test_t8_sharp_srkl_constant_is_not_beaten_by_search() -> None:
                 (-norm).backward()  # type: ignore[no-untyped-call]
                 opt.step()
                 best = max(best, float(norm))
-                n1, n2 = _norms(torch.log_softmax(zp.detach(), -1), zq.detach(), alpha)
-                assert n1 <= skl_sharp(alpha) * (1 + 1e-9)
-                assert n2 <= srkl_sharp(alpha) * (1 + 1e-9)
+                if step % 10 == 9:  # askd_ref's gradients along the ascent path
+                    n1, n2 = _norms(torch.log_softmax(zp.detach(), -1), zq.detach(), alpha)
+                    assert n1 <= skl_sharp(alpha) * (1 + 1e-9)
+                    assert n2 <= srkl_sharp(alpha) * (1 + 1e-9)
             assert best <= srkl_sharp(alpha) * (1 + 1e-9), (alpha, vocab, best, srkl_sharp(alpha))
