@@ -37,7 +37,7 @@ from askd_ref.coefficients import _log_u, _sgo_coefficient, clipped_sgo_coeffici
 from askd_ref.divergences import skew_forward_kl, skew_reverse_kl
 from askd_ref.options import ASKDOptions, resolve_options
 from askd_ref.schedules import quality_gate, sgo_alpha, tgo_alpha
-from askd_ref.sequence import check_token_batch, pool
+from askd_ref.sequence import check_token_batch, length_corrected_sgo_coefficient, pool
 
 __all__ = [
     "REDUCTIONS",
@@ -336,6 +336,8 @@ def sgo_loss(
     r = _quality_tensor(quality, s)
     delta = pool(s - t, m, opts.normalize).detach()
     c_hat = clipped_sgo_coefficient(delta, r, options=opts)
+    if opts.normalize == "mean" and opts.sgo_length_correction == "uj":
+        c_hat = length_corrected_sgo_coefficient(delta, r, m.sum(-1), options=opts)
     alpha = sgo_alpha(r, options=opts)
     with torch.no_grad():
         h = quality_gate(r, options=opts)

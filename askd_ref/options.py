@@ -11,6 +11,7 @@ from typing import Literal, TypeAlias
 __all__ = [
     "ASKDOptions",
     "GateKind",
+    "LengthCorrection",
     "MixtureGrad",
     "Normalize",
     "PullUp",
@@ -22,6 +23,7 @@ MixtureGrad: TypeAlias = Literal["full", "stop"]
 GateKind: TypeAlias = Literal["soft", "hard", "none"]
 PullUp: TypeAlias = Literal["fixed", "adaptive"]
 Schedule: TypeAlias = Literal["linear", "logit"]
+LengthCorrection: TypeAlias = Literal["none", "uj"]
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "normalize": ("mean", "sum"),
@@ -29,6 +31,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "gate": ("soft", "hard", "none"),
     "sgo_pullup": ("fixed", "adaptive"),
     "schedule": ("linear", "logit"),
+    "sgo_length_correction": ("none", "uj"),
 }
 
 
@@ -100,6 +103,15 @@ class ASKDOptions:
     is_clip_eps: float = 0.2
     """PPO clip range ε of the off-policy importance ratio in E13."""
 
+    sgo_length_correction: LengthCorrection = "none"
+    """Which objective E12/E13 follow under ``normalize="mean"`` (ignored under ``"sum"``).
+    ``"none"``: ĉ(Δ̄, r) as in E9; the expected gradient is then exactly that of
+    D_ĉ(q) = Σ_y p(y)∫_0^{Δ̄(y)} ĉ_y(s)e^{|y|s} ds, a length-weighted divergence (T1m).
+    ``"uj"``: ĉ + (|y| − 1)·φ_ĉ(Δ̄), the exact gradient of the mean-mode unnormalised skew reverse
+    KL UJ^mean = E_q[φ_ĉ(Δ̄)], φ(Δ̄; α) = log u + 1/u − 1 ≥ 0 (with the gate, φ_ĉ takes α_lo on
+    the pull-up side and (1 − h)·φ(·; α_S) on the push-down side); the coefficient grows with
+    |y|, so its variance does too. Requires ``mixture_grad="full"``."""
+
     def __post_init__(self) -> None:
         for name, allowed in _CHOICES.items():
             value = getattr(self, name)
@@ -127,6 +139,11 @@ class ASKDOptions:
         for name in ("lambda_tgo", "lambda_sgo", "lambda_dense"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.sgo_length_correction == "uj" and self.mixture_grad != "full":
+            raise ValueError(
+                "sgo_length_correction='uj' needs mixture_grad='full' (it corrects the centred c̃), "
+                f"got mixture_grad={self.mixture_grad!r}"
+            )
         if not 0.0 < self.is_clip_eps < 1.0:
             raise ValueError(f"is_clip_eps must lie in (0, 1), got {self.is_clip_eps}")
 

@@ -529,6 +529,16 @@ def tgo_loss(
     )
 
 
+def _uj_phi(d: float, a_s: float, h: float, o: ASKDOptions) -> float:
+    """φ_ĉ(Δ̄) of the mean-mode length correction: φ(Δ̄; α) = log u + 1/u − 1 by cases of sign Δ̄."""
+    with mpmath.workdps(_DPS):
+        dd = mpmath.mpf(d)
+        a = mpmath.mpf(a_s) if (dd >= 0 or o.sgo_pullup == "adaptive") else mpmath.mpf(o.alpha_lo)
+        inv_u = a + (1 - a) * mpmath.exp(-dd)
+        phi = -mpmath.log(inv_u) + inv_u - 1
+        return float(phi * (1 - mpmath.mpf(h)) if dd >= 0 else phi)
+
+
 def sgo_loss(
     *,
     student_token_logp: ArrayLike,
@@ -550,6 +560,13 @@ def sgo_loss(
     h = quality_gate(r, options=o)
     c_hat = clipped_sgo_coefficient(delta, r, options=o)
     c_tilde = sgo_coefficient(delta, alpha, mixture_grad=o.mixture_grad)
+    if o.normalize == "mean" and o.sgo_length_correction == "uj":
+        c_hat = c_hat + np.array(
+            [
+                (int(m[i].sum()) - 1) * _uj_phi(float(delta[i]), float(alpha[i]), float(h[i]), o)
+                for i in range(b)
+            ]
+        )
     grad = np.zeros_like(s)
     per_sample = []
     ratios = []

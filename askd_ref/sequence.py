@@ -29,9 +29,9 @@ from askd_ref._validation import (
     compute_dtype,
     is_validation_enabled,
 )
-from askd_ref.options import Normalize
+from askd_ref.options import ASKDOptions, Normalize, resolve_options
 
-__all__ = ["sequence_log_ratio", "token_log_probs"]
+__all__ = ["length_corrected_sgo_coefficient", "sequence_log_ratio", "token_log_probs"]
 
 #: Largest positive value a rounded log-probability may take before it is treated as a logit.
 _LOGP_SLACK = {torch.float64: 1e-6, torch.float32: 1e-4, torch.bfloat16: 2e-2, torch.float16: 2e-2}
@@ -226,3 +226,64 @@ def token_log_probs(
     logp = F.log_softmax(z if temperature == 1 else z / temperature, dim=-1)
     out = logp.gather(-1, input_ids[:, 1:, None].long()).squeeze(-1)
     return out, response_mask[:, 1:]
+
+
+def _uj_integrand(d: Tensor, a: Tensor) -> Tensor:
+    """φ(Δ; α) = log u + 1/u − 1 = log u + (1 − α)·expm1(−Δ) ≥ 0, with φ + φ' = c̃ (T1m)."""
+    from askd_ref.coefficients import _log_u
+
+    return _log_u(d, a) + (1 - a) * torch.expm1(-d)
+
+
+def length_corrected_sgo_coefficient(
+    delta_bar: Float[Tensor, " batch"],
+    quality: Float[Tensor, " batch"],
+    lengths: Float[Tensor, " batch"],
+    *,
+    options: ASKDOptions | None = None,
+) -> Float[Tensor, " batch"]:
+    r"""Mean-mode SGO coefficient that is unbiased for UJ^mean (option ``sgo_length_correction="uj"``, T1m).
+
+    .. math::
+        \hat c_{uj}(\bar\Delta, r, n) = \hat c(\bar\Delta, r) + (n - 1)\,\varphi_{\hat c}(\bar\Delta),\qquad
+        \varphi(\bar\Delta;\alpha) = \log u + 1/u - 1
+
+    with φ_ĉ = φ(·; α_lo) for Δ̄ < 0 (α_S(r) under ``sgo_pullup="adaptive"``) and
+    (1 − h(r))·φ(·; α_S(r)) for Δ̄ ≥ 0. With y ∼ q_θ, E[ĉ_uj·∇S̄] = ∇E_q[φ_ĉ(Δ̄)] exactly
+    (the default ĉ is instead the exact gradient of a length-weighted divergence, see
+    ``docs/method.md``). At n = 1 it equals ĉ. A coefficient, not a loss; needs
+    ``mixture_grad="full"``.
+
+    Args:
+        delta_bar: Δ̄ = Δ/|y|, shape ``(batch,)``.
+        quality: r ∈ [0, 1], shape ``(batch,)``.
+        lengths: |y| ≥ 1 (token counts), shape ``(batch,)``.
+        options: :class:`~askd_ref.ASKDOptions`; ``None`` means the defaults.
+
+    Returns:
+        Shape ``(batch,)``.
+
+    Example:
+        >>> import torch
+        >>> d = torch.tensor([0.0, 0.5], dtype=torch.float64); r = torch.zeros(2, dtype=torch.float64)
+        >>> n = torch.tensor([1.0, 1.0], dtype=torch.float64)
+        >>> from askd_ref import clipped_sgo_coefficient
+        >>> bool(torch.equal(length_corrected_sgo_coefficient(d, r, n), clipped_sgo_coefficient(d, r)))
+        True
+    """
+    from askd_ref.coefficients import clipped_sgo_coefficient
+    from askd_ref.schedules import quality_gate, sgo_alpha
+
+    opts = resolve_options(options)
+    if opts.mixture_grad != "full":
+        raise ValueError(f"the length correction needs mixture_grad='full', got {opts.mixture_grad!r}")
+    c_hat = clipped_sgo_coefficient(delta_bar, quality, options=opts)
+    alpha_s = sgo_alpha(quality, options=opts)
+    h = quality_gate(quality, options=opts)
+    alpha_pull = alpha_s if opts.sgo_pullup == "adaptive" else torch.full_like(alpha_s, opts.alpha_lo)
+    phi = torch.where(
+        delta_bar >= 0,
+        (1 - h) * _uj_integrand(delta_bar, alpha_s),
+        _uj_integrand(delta_bar, alpha_pull),
+    )
+    return c_hat + (lengths.to(c_hat.dtype) - 1) * phi

@@ -122,6 +122,43 @@ def _offpolicy_ratio_dropped() -> None:
     _replace_everywhere("askd_ref.losses", {"sgo_loss": sgo_loss})
 
 
+def _source_mutant(module_name: str, function: str, old: str, new: str) -> Callable[[], None]:
+    """A one-line convention mistake: ``function``'s source with ``old`` replaced by ``new``.
+
+    ``old`` must occur exactly once in the current source (so a mutant whose line has changed
+    fails loudly instead of silently patching nothing); the edited function is compiled in a
+    copy of the module's namespace and replaces the original everywhere.
+    """
+
+    def apply() -> None:
+        import importlib
+        import inspect
+        import textwrap
+
+        module = importlib.import_module(module_name)
+        source = textwrap.dedent(inspect.getsource(getattr(module, function)))
+        if source.count(old) != 1:
+            count = source.count(old)
+            raise RuntimeError(f"mutant text {old!r} occurs {count} times in {module_name}.{function}")
+        namespace = dict(module.__dict__)
+        exec(compile(source.replace(old, new), f"<mutant of {module_name}.{function}>", "exec"), namespace)
+        _replace_everywhere(module_name, {function: namespace[function]})
+
+    return apply
+
+
+def _srkl_gradient_scaled() -> None:
+    from askd_ref import divergences
+
+    original = divergences.skew_reverse_kl
+
+    def skew_reverse_kl(**kwargs: Any) -> Tensor:
+        value = original(**kwargs)
+        return value + 0.5 * (value - value.detach())  # same value, gradient × 1.5
+
+    _replace_everywhere("askd_ref.divergences", {"skew_reverse_kl": skew_reverse_kl})
+
+
 @dataclasses.dataclass(frozen=True)
 class Mutant:
     """A wrong implementation and the checks expected to catch it (pytest node ids)."""
@@ -133,6 +170,9 @@ class Mutant:
 
 
 _T1 = "checks/test_t1_exactness.py"
+_T1M = "checks/test_t1m_mean_mode.py"
+_T9D = "checks/test_t9d_dense.py"
+_L = "askd_ref.losses"
 MUTANTS: dict[str, Mutant] = {
     m.name: m
     for m in (
@@ -171,6 +211,118 @@ MUTANTS: dict[str, Mutant] = {
             "E13 drops the importance ratio (off-policy SGOs treated as on-policy)",
             _offpolicy_ratio_dropped,
             ("checks/test_t9_estimator_bias.py::test_t9_offpolicy_sgo_loss_with_sequence_ratio_is_unbiased",),
+        ),
+        Mutant(
+            "srkl_gradient_scaled",
+            "E3's gradient 1.5× too large (values unchanged): passes the old T8 bound, not the sharp one",
+            _srkl_gradient_scaled,
+            ("checks/test_t8_logit_gradients.py::test_t8_sharp_constants_bound_askd_ref_gradients",),
+        ),
+        # One-line convention mistakes in mean mode, off-policy and E15 (source edits).
+        Mutant(
+            "offpolicy_ratio_from_mean_score",
+            "E13's ratio built from the length-normalised score: ρ = exp(S̄ − log μ)",
+            _source_mutant(
+                _L,
+                "sgo_loss",
+                "log_rho = s.sum(-1) - mu",
+                "log_rho = pool(s, m, opts.normalize) - mu",
+            ),
+            (_T1M,),
+        ),
+        Mutant(
+            "offpolicy_length_dropped",
+            "E13 in mean mode without its 1/|y|",
+            _source_mutant(
+                _L, "sgo_loss", "per_sample = per_sample / m.sum(-1).to(s.dtype)", "per_sample = per_sample"
+            ),
+            (_T1M,),
+        ),
+        Mutant(
+            "offpolicy_ppo_min",
+            "E13's PPO max of losses replaced by the min",
+            _source_mutant(
+                _L,
+                "sgo_loss",
+                "torch.maximum(unclipped, clipped)",
+                "torch.minimum(unclipped, clipped)",
+            ),
+            (_T1M,),
+        ),
+        Mutant(
+            "sgo_delta_sum_score_mean",
+            "E12: Δ pooled by sum while the score is pooled by mean",
+            _source_mutant(
+                _L,
+                "sgo_loss",
+                "delta = pool(s - t, m, opts.normalize)",
+                'delta = pool(s - t, m, "sum")',
+            ),
+            (_T1M,),
+        ),
+        Mutant(
+            "sgo_score_sum_delta_mean",
+            "E12: the score pooled by sum while Δ is pooled by mean",
+            _source_mutant(_L, "sgo_loss", "c_hat * pool(s, m, opts.normalize)", 'c_hat * pool(s, m, "sum")'),
+            (_T1M,),
+        ),
+        Mutant(
+            "tgo_delta_sum_score_mean",
+            "E11: Δ pooled by sum while the score is pooled by mean",
+            _source_mutant(
+                _L,
+                "tgo_loss",
+                "delta = pool(s - t, m, opts.normalize)",
+                'delta = pool(s - t, m, "sum")',
+            ),
+            (_T1M,),
+        ),
+        Mutant(
+            "uj_correction_length_not_minus_one",
+            "the uj length correction uses |y|·φ instead of (|y| − 1)·φ",
+            _source_mutant(
+                "askd_ref.sequence",
+                "length_corrected_sgo_coefficient",
+                "(lengths.to(c_hat.dtype) - 1) * phi",
+                "lengths.to(c_hat.dtype) * phi",
+            ),
+            (f"{_T1M}::test_t1m_uj_option_is_the_exact_gradient_of_uj_mean",),
+        ),
+        Mutant(
+            "dense_sgo_gate_dropped",
+            "E15's SGO term without its (1 − h(r)) weight",
+            _source_mutant(
+                _L,
+                "dense_askd_loss",
+                "per_sample = (1 - h) * pool_sums",
+                "per_sample = pool_sums",
+            ),
+            (_T9D,),
+        ),
+        Mutant(
+            "dense_srkl_ignores_mixture_grad",
+            "E15's SRKL term ignores mixture_grad (always the full gradient)",
+            _source_mutant(_L, "dense_askd_loss", '"srkl", alpha, opts.mixture_grad)', '"srkl", alpha)'),
+            (_T9D,),
+        ),
+        Mutant(
+            "dense_tgo_constant_alpha",
+            "E15's SKL term at constant α_lo instead of α_T(r)",
+            _source_mutant(
+                _L, "dense_askd_loss", '"skl", alpha)', '"skl", torch.full_like(alpha, opts.alpha_lo))'
+            ),
+            (_T9D,),
+        ),
+        Mutant(
+            "dense_tgo_pooled_by_sum",
+            "E15's SKL term summed over tokens under normalize='mean'",
+            _source_mutant(
+                _L,
+                "dense_askd_loss",
+                "per_sample = pool_sums(sums, lengths, opts.normalize)\n        terms.append(opts.lambda_tgo",
+                'per_sample = pool_sums(sums, lengths, "sum")\n        terms.append(opts.lambda_tgo',
+            ),
+            (_T9D,),
         ),
     )
 }

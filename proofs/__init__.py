@@ -37,6 +37,7 @@ from proofs.lipschitz import (
     sharp_quality_constant,
     spec_quality_bound,
 )
+from proofs.meanmode import derive_t1m_sgo_mean_mode, derive_t1m_tgo_mean_mode
 from proofs.theorems import (
     derive_t2_sgo_unnormalised_skew_rkl,
     derive_t2_tgo_per_sample_alpha,
@@ -59,6 +60,8 @@ __all__ = [
     "derive_e7_sgo_coefficient_stop",
     "derive_e9_clipped_sgo_coefficient",
     "derive_t1_sequence_level_exactness",
+    "derive_t1m_sgo_mean_mode",
+    "derive_t1m_tgo_mean_mode",
     "derive_t2_sgo_unnormalised_skew_rkl",
     "derive_t2_tgo_per_sample_alpha",
     "derive_t3_coefficient_ranges",
@@ -85,6 +88,8 @@ DERIVATIONS: tuple[Callable[[], Derivation], ...] = (
     derive_e7_sgo_coefficient_stop,
     derive_e9_clipped_sgo_coefficient,
     derive_t1_sequence_level_exactness,
+    derive_t1m_tgo_mean_mode,
+    derive_t1m_sgo_mean_mode,
     derive_t2_tgo_per_sample_alpha,
     derive_t2_sgo_unnormalised_skew_rkl,
     derive_t3_coefficient_ranges,

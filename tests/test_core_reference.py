@@ -29,6 +29,7 @@ OPTION_GRID = {
     "adaptive": askd_ref.ASKDOptions(sgo_pullup="adaptive"),
     "logit": askd_ref.ASKDOptions(schedule="logit", alpha_lo=0.05, alpha_hi=0.7),
     "dense": askd_ref.ASKDOptions(lambda_dense=0.5, lambda_tgo=0.7, lambda_sgo=1.3),
+    "uj": askd_ref.ASKDOptions(sgo_length_correction="uj"),
 }
 
 

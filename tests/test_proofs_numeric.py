@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 import askd_ref
 import proofs
+from askd_ref.sequence import length_corrected_sgo_coefficient
 from askd_ref.tolerances import assert_close, override, tolerance
 
 F64 = torch.float64
@@ -607,6 +608,47 @@ def test_t8_logit_gradients_match_autograd(z: list[float], pz: list[float], alph
     assert float(g_srkl.abs().sum()) <= f(d, "srkl_bound")(alpha)
     x = np.linspace(1e-6, 1.0, 200001)
     assert_close((x * np.log(1 / x)).max(), f(d, "xlog_sup")(), override(TOL, atol=1e-9, reason="grid max"))
+
+
+# --------------------------------------------------------------------------- T1m (mean mode)
+
+
+@covers(proofs.derive_t1m_tgo_mean_mode, "w_bar")
+@given(deltas, alphas, st.integers(1, 400), probs)
+def test_t1m_tgo_coefficient_matches_askd_ref_and_autograd(
+    delta: float, alpha: float, n: int, p: float
+) -> None:
+    w = f(proofs.derive_t1m_tgo_mean_mode, "w_bar")(delta, alpha)
+    assert_close(w, askd_ref.tgo_coefficient(delta, alpha), SYMPY_TOL, what="w(Δ̄) vs tgo_coefficient")
+    # Objective term −p log(α + (1−α)(q/p)^{1/n}); with z = log q, (n/p)·∂/∂z = −w (y ∼ p).
+    z = tg(math.log(p) + n * delta)
+    obj = -p * torch.log(alpha + (1 - alpha) * torch.exp((z - math.log(p)) / n))
+    assert_close(n * grad(obj, z) / p, -w, SYMPY_TOL, what="(n/p)∂J_T^mean/∂log q vs −w")
+
+
+@covers(proofs.derive_t1m_sgo_mean_mode, "js_coefficient", "uj_integrand", "uj_coefficient")
+@given(st.floats(-4.0, 4.0), st.floats(0.01, 0.99), st.integers(1, 50), probs)
+def test_t1m_sgo_coefficients_match_askd_ref_and_autograd(
+    delta: float, alpha: float, n: int, p: float
+) -> None:
+    d = proofs.derive_t1m_sgo_mean_mode
+    z = tg(math.log(p) + n * delta)  # z = log q, Δ̄ = (z − log p)/n
+    dbar = (z - math.log(p)) / n
+    log_u = -torch.log(alpha + (1 - alpha) * torch.exp(-dbar))
+    # y ∼ q: the ∇S̄-coefficient of a term F(q) is n·∂F/∂q = n·∂F/∂z / q.
+    js = n * grad(torch.exp(z) * log_u, z) / math.exp(float(z))
+    assert_close(js, f(d, "js_coefficient")(delta, alpha, n), SYMPY_TOL, what="J_S^mean coefficient")
+    phi = log_u + (alpha + (1 - alpha) * torch.exp(-dbar)) - 1
+    assert_close(phi, f(d, "uj_integrand")(delta, alpha), SYMPY_TOL, what="φ")
+    uj = n * grad(torch.exp(z) * phi, z) / math.exp(float(z))
+    closed = f(d, "uj_coefficient")(delta, alpha, n)
+    assert_close(uj, closed, SYMPY_TOL, what="UJ^mean coefficient vs autograd")
+    # askd_ref's option with gate none and adaptive pull-up at quality r with α_S(r) = α.
+    o = askd_ref.ASKDOptions(gate="none", sgo_pullup="adaptive", alpha_lo=alpha, alpha_hi=alpha)
+    lib = length_corrected_sgo_coefficient(
+        t(delta).reshape(1), t(0.5).reshape(1), t(float(n)).reshape(1), options=o
+    )
+    assert_close(lib[0], closed, SYMPY_TOL, what="length_corrected_sgo_coefficient vs sympy")
 
 
 def test_every_result_is_compared() -> None:
