@@ -2,12 +2,12 @@
 
 Needs only Python and NumPy (it never imports torch)::
 
-    python -m askd_ref.conformance --impl MODULE_OR_FILE [--vectors vectors/askd-v1.json]
+    python -m askd_ref.conformance --impl MODULE_OR_FILE [--vectors vectors/askd-v2.json]
 
-runs every golden case of ``vectors/askd-v1.json`` (written by ``askd vectors``, described in
-``vectors/SCHEMA.md``) against the module, prints a pass/fail table per function with the worst
-relative error, lists each failing case by function and case name, and exits non-zero on any
-failure.
+runs every golden case of ``vectors/askd-v2.json`` (the newest file, written by ``askd vectors``,
+described in ``vectors/SCHEMA.md``; ``askd-v1.json`` stays readable) against the module, prints
+a pass/fail table per function with the worst relative error, lists each failing case by
+function and case name, and exits non-zero on any failure.
 
 The protocol a module implements (``docs/porting.md`` walks through a port):
 
@@ -16,7 +16,7 @@ The protocol a module implements (``docs/porting.md`` walks through a port):
   keyword-only arguments follow the spec §10 signatures. Results are array-likes converted with
   ``np.asarray(x, dtype=float64)`` (NumPy, JAX, CuPy-on-host, or torch tensors without grad).
   Losses return an object with a ``loss`` attribute (a scalar; a bare scalar is accepted too),
-  and optionally ``sample_count`` (int) and ``diagnostics`` (mapping name → float, the keys of
+  ``sample_count`` (int) and ``diagnostics`` (mapping name → float, the keys of
   :class:`askd_ref.LossOutput`); absent ones are reported "not provided".
 * **Options and batches.** ``options`` arguments are built as ``impl.ASKDOptions(**fields)``
   (all §9 fields, explicitly), ``batch`` arguments as ``impl.DistillBatch(**fields)`` (the
@@ -33,12 +33,18 @@ The protocol a module implements (``docs/porting.md`` walks through a port):
      tuple in the order of :data:`FUNCTIONS` ``[name].grad_args`` (``tgo_coefficient_grad`` →
      ``(∂/∂Δ, ∂/∂α)``), or one array when there is one gradient argument;
   3. a hook ``impl.value_and_grad(function, args, kwargs, wrt)`` returning
-     ``(value, {name: array})``.
+     ``(value, {name: array})``. ``args`` and ``kwargs`` are fresh copies of what the value
+     call received (the module's own ``ASKDOptions``/``DistillBatch``), ``wrt`` a sorted tuple
+     of the names still missing; ``value`` is ignored, extra keys in the mapping are ignored,
+     ``NotImplementedError`` means "not provided" and any other exception fails the checks.
 
-  Without any of them the case's gradients are reported "not provided", never passed.
+  Without any of them the case's gradients are reported "not provided".
+* **Not provided fails.** A gradient, diagnostic or ``sample_count`` the vectors hold and the
+  port does not return is a failure of the run unless ``--values-only`` is given, which accepts
+  a port that checks values only, and says so in the result line.
 * **Subsets.** A missing function, or a call raising ``NotImplementedError`` (say, for an
   option combination a port does not support), is reported "not implemented", not failed.
-  ``--strict`` turns "not implemented" and "not provided" into failures.
+  ``--strict`` turns "not implemented" into failures as well.
 
 Comparison: ``|actual − expected| ≤ atol + rtol·|expected|`` elementwise, equal infinities
 equal, NaN never, with (rtol, atol) from :mod:`askd_ref.tolerances` (the ``float64`` row by
@@ -76,6 +82,7 @@ __all__ = [
     "FORMAT",
     "FUNCTIONS",
     "SCHEMA_VERSION",
+    "SCHEMA_VERSIONS",
     "BatchSpec",
     "CaseResult",
     "Check",
@@ -98,8 +105,10 @@ __all__ = [
 
 #: Identifies a golden-vector file.
 FORMAT = "askd-golden-vectors"
-#: The schema version this runner reads (``vectors/SCHEMA.md`` states the policy).
-SCHEMA_VERSION = 1
+#: The newest schema version (``vectors/SCHEMA.md`` states the policy and the changelog).
+SCHEMA_VERSION = 2
+#: Every schema version this runner reads: ``askd-v1.json`` stays readable next to ``askd-v2.json``.
+SCHEMA_VERSIONS: tuple[int, ...] = (1, 2)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,9 +261,11 @@ def decode(obj: Any) -> Any:
     return {k: decode(v) for k, v in obj.items()}
 
 
-def default_vectors_path() -> Path:
-    """``vectors/askd-v1.json`` of the source tree this module lives in."""
-    return Path(__file__).resolve().parent.parent / "vectors" / "askd-v1.json"
+def default_vectors_path(version: int = SCHEMA_VERSION) -> Path:
+    """``vectors/askd-v<version>.json`` of the source tree this module lives in (default the newest)."""
+    if version not in SCHEMA_VERSIONS:
+        raise ValueError(f"unknown vectors version {version!r}; expected one of {SCHEMA_VERSIONS}")
+    return Path(__file__).resolve().parent.parent / "vectors" / f"askd-v{version}.json"
 
 
 def load_vectors(path: str | Path | None = None) -> dict[str, Any]:
@@ -269,9 +280,9 @@ def load_vectors(path: str | Path | None = None) -> dict[str, Any]:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ValueError(f"{p} is not a golden-vector file (format must be {FORMAT!r})")
     version = data.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if version not in SCHEMA_VERSIONS:
         raise ValueError(
-            f"{p} has schema_version {version!r}; this runner reads version {SCHEMA_VERSION} "
+            f"{p} has schema_version {version!r}; this runner reads versions {list(SCHEMA_VERSIONS)} "
             "(see vectors/SCHEMA.md for the versioning policy)"
         )
     if not isinstance(data.get("cases"), list):
@@ -583,6 +594,7 @@ class Report:
     dtype: str
     results: tuple[CaseResult, ...]
     strict: bool = False
+    values_only: bool = False
 
     def by_function(self) -> dict[str, list[CaseResult]]:
         """Results grouped by function, in the order of :data:`FUNCTIONS`."""
@@ -606,9 +618,13 @@ class Report:
 
     @property
     def ok(self) -> bool:
+        """No failed check; no "not provided" check unless ``values_only``; under ``strict`` also
+        no "not implemented" case (and, unless ``values_only``, no "not provided" check)."""
         if self.failed:
             return False
-        return not (self.strict and (self.not_implemented or self.not_provided))
+        if self.not_provided and not self.values_only:
+            return False
+        return not (self.strict and self.not_implemented)
 
 
 def run_conformance(
@@ -619,6 +635,7 @@ def run_conformance(
     cases: str | None = None,
     dtype: str = "float64",
     strict: bool = False,
+    values_only: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> Report:
     """Run the golden cases of ``vectors`` (as :func:`load_vectors` returns them) on ``impl``.
@@ -629,7 +646,9 @@ def run_conformance(
         functions: only these function names (default all).
         cases: only cases whose name matches this ``fnmatch`` pattern.
         dtype: the row of :data:`askd_ref.tolerances.TOLERANCES` to compare with.
-        strict: count "not implemented" / "not provided" as failures in :attr:`Report.ok`.
+        strict: count "not implemented" cases as failures in :attr:`Report.ok`.
+        values_only: accept "not provided" gradients, diagnostics and sample counts (by default
+            a check the vectors hold and the port does not provide fails the run).
         progress: called with ``(done, total)`` after each case.
     """
     wanted = None if functions is None else set(functions)
@@ -649,7 +668,7 @@ def run_conformance(
         if progress is not None:
             progress(i + 1, len(selected))
     impl_name = getattr(impl, "__name__", type(impl).__name__)
-    return Report(str(impl_name), "", dtype, tuple(results), strict)
+    return Report(str(impl_name), "", dtype, tuple(results), strict, values_only)
 
 
 def _fmt_err(x: float) -> str:
@@ -681,7 +700,7 @@ def format_report(report: Report, *, max_failures: int = 50) -> str:
         elif n_ni:
             status = "partial"
         elif n_np:
-            status = "pass (grads not provided)"
+            status = "pass (values only)" if report.values_only else "FAIL (not provided)"
         else:
             status = "pass"
         label = FUNCTIONS[name].label if name in FUNCTIONS else "?"
@@ -696,6 +715,7 @@ def format_report(report: Report, *, max_failures: int = 50) -> str:
         f"{len(report.results)} cases: {len(report.results) - len(failed) - len(report.not_implemented)} "
         f"passed, {len(failed)} failed, {len(report.not_implemented)} not implemented; "
         f"{n_checks_np} gradient/diagnostic checks not provided"
+        + ("" if not n_checks_np or report.values_only else " (a failure without --values-only)")
     )
     if failed:
         lines.append("")
@@ -708,7 +728,8 @@ def format_report(report: Report, *, max_failures: int = 50) -> str:
                 shown += 1
         if shown > max_failures:
             lines.append(f"... and {shown - max_failures} more failing checks")
-    lines.append("RESULT: " + ("PASS" if report.ok else "FAIL") + (" (strict)" if report.strict else ""))
+    modes = [m for m, on in (("strict", report.strict), ("values only", report.values_only)) if on]
+    lines.append("RESULT: " + ("PASS" if report.ok else "FAIL") + (f" ({', '.join(modes)})" if modes else ""))
     return "\n".join(lines)
 
 
@@ -738,7 +759,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--impl", required=True, help="module exposing the §10 names: a dotted name or a path to a .py file"
     )
-    parser.add_argument("--vectors", default=None, help="golden-vector file (default vectors/askd-v1.json)")
+    parser.add_argument(
+        "--vectors", default=None, help="golden-vector file (default the newest, vectors/askd-v2.json)"
+    )
     parser.add_argument("--functions", default=None, help="comma-separated function names (default all)")
     parser.add_argument("--cases", default=None, help="fnmatch pattern on case names, e.g. 'sgo_loss/*'")
     dtypes = sorted({d for d, _ in TOLERANCES})
@@ -748,8 +771,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=dtypes,
         help="tolerance row of askd_ref.tolerances (default float64)",
     )
+    parser.add_argument("--strict", action="store_true", help="count 'not implemented' cases as failures")
     parser.add_argument(
-        "--strict", action="store_true", help="count 'not implemented' and 'not provided' as failures"
+        "--values-only",
+        action="store_true",
+        help="accept a port that provides no gradients (or diagnostics, sample counts): check values only",
     )
     parser.add_argument("--max-failures", type=int, default=50, help="failing checks to list (default 50)")
     args = parser.parse_args(argv)
@@ -760,7 +786,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             None if args.functions is None else [f.strip() for f in args.functions.split(",") if f.strip()]
         )
         report = run_conformance(
-            impl, vectors, functions=functions, cases=args.cases, dtype=args.dtype, strict=args.strict
+            impl,
+            vectors,
+            functions=functions,
+            cases=args.cases,
+            dtype=args.dtype,
+            strict=args.strict,
+            values_only=args.values_only,
         )
         report = dataclasses.replace(
             report, impl=args.impl, vectors=str(args.vectors or default_vectors_path())

@@ -31,7 +31,15 @@ from typing import Any
 import numpy as np
 
 from askd_ref import conformance_torch as ct
-from askd_ref.conformance import FORMAT, FUNCTIONS, SCHEMA_VERSION, BatchSpec, OptionsSpec, encode
+from askd_ref.conformance import (
+    FORMAT,
+    FUNCTIONS,
+    SCHEMA_VERSION,
+    SCHEMA_VERSIONS,
+    BatchSpec,
+    OptionsSpec,
+    encode,
+)
 from askd_ref.io import atomic_write_text
 from askd_ref.options import ASKDOptions
 from askd_ref.tolerances import Tolerance, tolerance
@@ -60,6 +68,10 @@ class CaseSpec:
     wrt: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     note: str = ""
+    #: schema v2: gradients recorded as one-sided derivatives, ``{input: "right"}`` (at a kink)
+    one_sided: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    #: schema v2: the porting mistakes this case is verified to catch (``tests/test_conformance.py``)
+    catches: tuple[str, ...] = ()
 
 
 # --------------------------------------------------------------------------------------------
@@ -1101,8 +1113,222 @@ def _options_cases() -> list[CaseSpec]:
     ]
 
 
-def build_cases() -> list[CaseSpec]:
-    """Every golden case, in a fixed order (spec order of the functions)."""
+# --------------------------------------------------------------------------------------------
+# Schema v2: the cases that catch what float64 forgives (underflow, overflow, the kink)
+# --------------------------------------------------------------------------------------------
+
+#: Mistakes (short names, ``docs/porting.md`` §2.10) and the v2 cases verified to catch them.
+PROBABILITY_SPACE = "probability-space mixture m = αp + (1−α)q"
+NAIVE_LOG_MIXTURE = "naive log(a + b·exp(d)) for a mixture or log u"
+NAIVE_W = "naive exp-form w = (1−α)e^Δ/(α + (1−α)e^Δ)"
+NAIVE_U = "naive exp-form u = 1/(α + (1−α)e^{−Δ})"
+KL_RATIO_IN_PROBABILITIES = "KL as Σ p·log(p/q) on exponentiated log-probs"
+KINK_TIE_SPLIT = "derivative at the kink Δ = 0 split between the branches (jnp.maximum/minimum)"
+KINK_CLAMP_SUM = "derivative at the kink Δ = 0 through both branches (torch.clamp)"
+KINK_LEFT = "left derivative at the kink Δ = 0"
+
+
+def _underflow_inputs() -> tuple[np.ndarray, np.ndarray]:
+    """(teacher_logp, student_logp), (2, 6): log-probs down to −2000.
+
+    Columns where both models are below −745 (exp underflows to 0 in float64; a finite mask
+    value such as −1e3 does this), a column where only the teacher is far below the student
+    (−1000 against ≈ −2) and one where only the student is (−780 against ≈ −2).
+    """
+    zt = np.array([[2.0, 0.0, -800.0, -850.0, -1000.0, 1.0], [0.0, -1.0, -760.0, 3.0, -2000.0, 0.5]])
+    zs = np.array([[0.0, 1.0, -820.0, -900.0, 1.0, -780.0], [0.5, -0.5, -900.0, 2.0, -1500.0, 0.0]])
+    return _log_softmax(zt), _log_softmax(zs)
+
+
+_HUGE_DELTAS = (-1e4, -1000.0, -745.0, -710.0, -1.0, 0.0, 1.0, 710.0, 745.0, 1000.0, 1e4)
+
+
+def _huge_batch() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows whose summed Δ is ±999.95 (±199.99 per token): e^Δ overflows float64."""
+    mask = np.ones((2, 5), dtype=bool)
+    s = np.array([[-0.01] * 5, [-200.0] * 5])
+    t = np.array([[-200.0] * 5, [-0.01] * 5])
+    return s, t, mask
+
+
+def _v2_cases() -> list[CaseSpec]:
+    """The cases schema v2 adds to the v1 set (every one carries ``catches``)."""
+    out: list[CaseSpec] = []
+    t, s = _underflow_inputs()
+    div_note = (
+        "log-probs below −745: exp() underflows to 0, so m = αp + (1−α)q formed from probabilities "
+        "is 0 where both models are tiny (0·log 0 with a finite log-prob gives NaN), and "
+        "log(α + (1−α)e^{ℓq − ℓp}) overflows where ℓq − ℓp > 709; form log m with logaddexp"
+    )
+    wrt = ("student_logits",)
+    tags = ("underflow",)
+    for fn in ("forward_kl", "reverse_kl"):
+        out.append(
+            CaseSpec(
+                f"{fn}/underflow",
+                fn,
+                (),
+                {"teacher_logp": t, "student_logp": s},
+                wrt,
+                tags,
+                "KL terms where one model's log-prob is −1000 and the other's ≈ −2: the value is large "
+                "and finite (≈ q·1000); p·log(p/q) on probabilities gives inf or NaN",
+                catches=(KL_RATIO_IN_PROBABILITIES,),
+            )
+        )
+    for fn in ("skew_forward_kl", "skew_reverse_kl"):
+        for alpha in (0.0, 0.1, 0.5):
+            for mg in ("full", "stop"):
+                out.append(
+                    CaseSpec(
+                        f"{fn}/underflow/alpha={_fmt(alpha)}/{mg}",
+                        fn,
+                        (),
+                        {"teacher_logp": t, "student_logp": s, "alpha": alpha, "mixture_grad": mg},
+                        wrt,
+                        tags,
+                        div_note,
+                        catches=(PROBABILITY_SPACE, NAIVE_LOG_MIXTURE)
+                        + ((KL_RATIO_IN_PROBABILITIES,) if alpha == 0.0 else ()),
+                    )
+                )
+    for beta in (0.1, 0.5):
+        out.append(
+            CaseSpec(
+                f"generalized_jsd/underflow/beta={_fmt(beta)}",
+                "generalized_jsd",
+                (),
+                {"teacher_logp": t, "student_logp": s, "beta": beta},
+                wrt,
+                tags,
+                div_note,
+                catches=(PROBABILITY_SPACE,),
+            )
+        )
+    d, a = _grid(_HUGE_DELTAS, (0.1, 0.5, 0.9))
+    huge_note = (
+        "|Δ| ≥ 710: e^{±Δ} overflows float64 (exp(709.8) is the largest finite), so the exp forms "
+        "of w and u give inf/inf = NaN or log 0 = −inf; use w = σ(Δ − logit α) and "
+        "log u = −logaddexp(log α, log1p(−α) − Δ)"
+    )
+    out.append(
+        CaseSpec(
+            "tgo_coefficient/huge_delta",
+            "tgo_coefficient",
+            (d, a),
+            {},
+            ("alpha", "delta"),
+            ("large_delta",),
+            huge_note,
+            catches=(NAIVE_W,),
+        )
+    )
+    for mg in ("full", "stop"):
+        out.append(
+            CaseSpec(
+                f"sgo_coefficient/huge_delta/{mg}",
+                "sgo_coefficient",
+                (d, a),
+                {"mixture_grad": mg},
+                ("alpha", "delta"),
+                ("large_delta",),
+                huge_note,
+                catches=(NAIVE_U, NAIVE_LOG_MIXTURE),
+            )
+        )
+    d_nz, r = _grid([x for x in _HUGE_DELTAS if x != 0.0], (0.0, 0.6, 1.0))
+    out.append(
+        CaseSpec(
+            "clipped_sgo_coefficient/huge_delta",
+            "clipped_sgo_coefficient",
+            (d_nz, r),
+            {"options": None},
+            ("delta",),
+            ("large_delta",),
+            huge_note,
+            catches=(NAIVE_U, NAIVE_LOG_MIXTURE),
+        )
+    )
+    se, te, me = _huge_batch()
+    out.append(
+        CaseSpec(
+            "sequence_log_ratio/huge_delta/sum",
+            "sequence_log_ratio",
+            (se, te, me),
+            {"normalize": "sum"},
+            ("student_token_logp",),
+            ("large_delta",),
+            "Δ = ±999.95: the sum itself is ordinary, the coefficients built on it are not",
+        )
+    )
+    seq = {"student_token_logp": se, "teacher_token_logp": te, "mask": me, "quality": np.array([0.2, 0.9])}
+    loss_note = (
+        "Δ = ±999.95 (normalize='sum'): the coefficient and the divergence-estimate diagnostics "
+        "(−log(α + (1−α)e^Δ), log u) overflow in exp form"
+    )
+    out.append(
+        CaseSpec(
+            "tgo_loss/huge_delta/sum",
+            "tgo_loss",
+            (),
+            {**seq, "options": _options(normalize="sum")},
+            ("student_token_logp",),
+            ("large_delta",),
+            loss_note,
+            catches=(NAIVE_W,),
+        )
+    )
+    out.append(
+        CaseSpec(
+            "sgo_loss/huge_delta/sum",
+            "sgo_loss",
+            (),
+            {**seq, "options": _options(normalize="sum")},
+            ("student_token_logp",),
+            ("large_delta",),
+            loss_note,
+            catches=(NAIVE_U,),
+        )
+    )
+    # E9 at its kink Δ = 0, now with the derivative: the right derivative ∂ĉ/∂Δ(0⁺).
+    d_k, r_k = _grid((-1.0, -1e-3, 0.0, 1e-3, 1.0), (0.0, 0.5, 0.6, 0.75, 0.9, 1.0))
+    for mg in ("full", "stop"):
+        for pullup in ("fixed", "adaptive"):
+            for gate in ("soft", "hard"):
+                label = f"{mg},{gate},{pullup}"
+                note = ""
+                if (mg, gate, pullup) == ("full", "soft", "fixed"):
+                    note = (
+                        "the derivative at Δ = 0 is the right derivative (1 − h(r))·∂c̃(0⁺; α_S(r))/∂Δ "
+                        "= (1 − h)(1 − α_S)² (full) or (1 − h)(1 − α_S) (stop): take max(c, 0) as "
+                        "where(c ≥ 0, c, 0) and min(c, 0) as where(c < 0, c, 0); jnp.maximum splits a "
+                        "tie's gradient in halves, torch.clamp passes it to both sides"
+                    )
+                out.append(
+                    CaseSpec(
+                        f"clipped_sgo_coefficient/kink/{label}",
+                        "clipped_sgo_coefficient",
+                        (d_k, r_k),
+                        {"options": _options(mixture_grad=mg, gate=gate, sgo_pullup=pullup)},
+                        ("delta",),
+                        ("kink", "options"),
+                        note,
+                        one_sided={"delta": "right"},
+                        # with the adaptive pull-up there is one max, where clamp's rule is right
+                        catches=(KINK_TIE_SPLIT, KINK_LEFT)
+                        + ((KINK_CLAMP_SUM,) if pullup == "fixed" else ()),
+                    )
+                )
+    return out
+
+
+def build_cases(version: int = SCHEMA_VERSION) -> list[CaseSpec]:
+    """Every golden case of schema ``version``, in a fixed order (spec order of the functions).
+
+    Version 2 is the version-1 list, unchanged, followed by :func:`_v2_cases`.
+    """
+    if version not in SCHEMA_VERSIONS:
+        raise ValueError(f"unknown vectors version {version!r}; expected one of {SCHEMA_VERSIONS}")
     cases = (
         _options_cases()
         + _divergence_cases()
@@ -1113,6 +1339,8 @@ def build_cases() -> list[CaseSpec]:
         + _askd_cases()
         + _baseline_cases()
     )
+    if version >= 2:
+        cases += _v2_cases()
     names = [c.name for c in cases]
     if len(set(names)) != len(names):
         dupes = sorted({n for n in names if names.count(n) > 1})
@@ -1189,15 +1417,19 @@ def evaluate(spec: CaseSpec) -> dict[str, Any]:
     }
     if spec.note:
         case["note"] = spec.note
+    if spec.one_sided:
+        case["one_sided"] = dict(spec.one_sided)
+    if spec.catches:
+        case["catches"] = sorted(spec.catches)
     return {k: encode(v) for k, v in case.items()}
 
 
 #: Top-level fields of the file besides ``cases`` (``vectors/SCHEMA.md`` explains them).
-def _header() -> dict[str, Any]:
+def _header(version: int = SCHEMA_VERSION) -> dict[str, Any]:
     tol = tolerance("float64", "value")
     return {
         "format": FORMAT,
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": version,
         "spec": "ASKD-SPEC v1 (askd-ref)",
         "dtype": "float64",
         "generator": "askd vectors (askd_ref.vectors, torch implementation, float64, autograd gradients)",
@@ -1209,15 +1441,15 @@ def _header() -> dict[str, Any]:
     }
 
 
-def generate(progress: bool = False) -> dict[str, Any]:
-    """The complete golden-vector object (header fields plus ``cases``)."""
-    specs = build_cases()
+def generate(progress: bool = False, version: int = SCHEMA_VERSION) -> dict[str, Any]:
+    """The complete golden-vector object of schema ``version`` (header fields plus ``cases``)."""
+    specs = build_cases(version)
     iterable: Iterable[CaseSpec] = specs
     if progress:
         tqdm = importlib.import_module("tqdm").tqdm
         iterable = tqdm(specs, desc="golden cases", unit="case")
     cases = [evaluate(s) for s in iterable]
-    return {**_header(), "cases": cases}
+    return {**_header(version), "cases": cases}
 
 
 def dumps(vectors: Mapping[str, Any]) -> str:
@@ -1304,8 +1536,10 @@ def diff_vectors(actual: Mapping[str, Any], expected: Mapping[str, Any], tol: To
     return out
 
 
-def write_vectors(path: str | Path, *, progress: bool = False) -> dict[str, Any]:
-    """Generate the golden vectors and write them to ``path`` atomically; return the object."""
-    vectors = generate(progress=progress)
+def write_vectors(
+    path: str | Path, *, progress: bool = False, version: int = SCHEMA_VERSION
+) -> dict[str, Any]:
+    """Generate the golden vectors of ``version`` and write them to ``path`` atomically."""
+    vectors = generate(progress=progress, version=version)
     atomic_write_text(path, dumps(vectors))
     return vectors

@@ -22,15 +22,19 @@ def sgo_coefficient(delta, alpha, *, mixture_grad="full"):  # E6: c̃ = log u �
     return log_u if mixture_grad == "stop" else log_u - alpha * np.expm1(log_u)
 
 
-def clipped_sgo_coefficient(delta, quality, *, options=None):  # E9
-    o, r = options or DEFAULTS, np.asarray(quality, dtype=float)
-    if o.schedule == "linear":  # E10 α_S(r), linear in α or in logit α
+def alpha_s_and_gate(r, o):  # E10 α_S(r), linear in α or in logit α; E8 gate h(r)
+    if o.schedule == "linear":
         a_s = o.alpha_lo + (o.alpha_hi - o.alpha_lo) * r
     else:
         lo, hi = np.log(o.alpha_lo / (1 - o.alpha_lo)), np.log(o.alpha_hi / (1 - o.alpha_hi))
         a_s = 1 / (1 + np.exp(-(lo + (hi - lo) * r)))
     gates = {"soft": np.clip((r - o.tau_lo) / (o.tau_hi - o.tau_lo), 0, 1), "hard": 1.0 * (r >= o.tau)}
-    h = gates.get(o.gate, 0 * r)  # E8; gate "none": h ≡ 0
+    return a_s, gates.get(o.gate, 0 * r)  # gate "none": h ≡ 0
+
+
+def clipped_sgo_coefficient(delta, quality, *, options=None):  # E9
+    o = options or DEFAULTS
+    a_s, h = alpha_s_and_gate(np.asarray(quality, dtype=float), o)
     c_s = sgo_coefficient(delta, a_s, mixture_grad=o.mixture_grad)
     push_down = (1 - h) * np.maximum(c_s, 0)  # quality modulates the push-down only
     if o.sgo_pullup == "adaptive":
@@ -50,3 +54,14 @@ def sgo_coefficient_grad(delta, alpha, *, mixture_grad="full"):  # (∂c/∂Δ, 
     if mixture_grad == "stop":
         return 1 - alpha * u, v - u
     return (1 - alpha * u) ** 2, (1 - alpha * u) * (v - u) - (u - 1)
+
+
+def clipped_sgo_coefficient_grad(delta, quality, *, options=None):  # ∂ĉ/∂Δ; at Δ = 0 from the right
+    o, d = options or DEFAULTS, np.asarray(delta, dtype=float)
+    a_s, h = alpha_s_and_gate(np.asarray(quality, dtype=float), o)
+    dc_s = sgo_coefficient_grad(d, a_s, mixture_grad=o.mixture_grad)[0]
+    push_down = np.where(d >= 0, dc_s, 0.0)  # sign(c̃) = sign(Δ): Δ = 0 takes the push-down branch
+    if o.sgo_pullup == "adaptive":
+        return dc_s - h * push_down
+    dc_lo = sgo_coefficient_grad(d, np.full_like(d, o.alpha_lo), mixture_grad=o.mixture_grad)[0]
+    return np.where(d < 0, dc_lo, 0.0) + (1 - h) * push_down

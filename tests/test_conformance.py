@@ -1,4 +1,4 @@
-"""Conformance runner (issue 4): both implementations pass, wrong ports fail naming function and case.
+"""Conformance runner: both implementations pass, wrong ports fail naming function and case.
 
 The wrong ports below are the porting mistakes of ``docs/porting.md``, each injected into an
 otherwise correct implementation (the NumPy reference); every one must FAIL the runner on the
@@ -22,6 +22,7 @@ import pytest
 
 from askd_ref import conformance as cf
 from askd_ref import reference as ref
+from askd_ref import vectors as gv
 from askd_ref.tolerances import tolerance
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +32,12 @@ PORTING = ROOT / "docs" / "porting.md"
 
 @pytest.fixture(scope="module")
 def vectors() -> dict[str, Any]:
-    return cf.load_vectors()
+    return cf.load_vectors()  # the newest file, askd-v2.json
+
+
+@pytest.fixture(scope="module")
+def vectors_v1() -> dict[str, Any]:
+    return cf.load_vectors(cf.default_vectors_path(1))
 
 
 def test_torch_adapter_passes_every_case_with_every_check(vectors: dict[str, Any]) -> None:
@@ -44,8 +50,9 @@ def test_torch_adapter_passes_every_case_with_every_check(vectors: dict[str, Any
     assert not report.not_implemented
 
 
-def test_numpy_reference_passes(vectors: dict[str, Any]) -> None:
-    report = cf.run_conformance(ref, vectors)
+def test_numpy_reference_passes(vectors_v1: dict[str, Any]) -> None:
+    vectors = vectors_v1
+    report = cf.run_conformance(ref, vectors, values_only=True)
     assert report.ok, cf.format_report(report)
     assert not report.failed
     assert not report.not_implemented
@@ -57,6 +64,30 @@ def test_numpy_reference_passes(vectors: dict[str, Any]) -> None:
         c.what.startswith("grad[") and c.status == cf.PASS for r in report.results for c in r.checks
     )
     assert checked_grads > 250
+
+
+#: The v2 checks the probability-space reference fails: KL as Σ p·log(p/q) on probabilities
+#: (by design, its docstring says so) and its sgo/srkl_estimate diagnostic, computed as
+#: log(1/(α + (1−α)e^{−Δ})) in floats.
+REFERENCE_V2_FAILURES = {
+    ("forward_kl/underflow", "value"),
+    ("reverse_kl/underflow", "value"),
+    ("reverse_kl/underflow", "grad[student_logits]"),
+    ("skew_forward_kl/underflow/alpha=0/full", "value"),
+    ("skew_forward_kl/underflow/alpha=0/full", "grad[student_logits]"),
+    ("skew_forward_kl/underflow/alpha=0/stop", "value"),
+    ("skew_reverse_kl/underflow/alpha=0/full", "value"),
+    ("skew_reverse_kl/underflow/alpha=0/full", "grad[student_logits]"),
+    ("skew_reverse_kl/underflow/alpha=0/stop", "value"),
+    ("skew_reverse_kl/underflow/alpha=0/stop", "grad[student_logits]"),
+    ("sgo_loss/huge_delta/sum", "diagnostics[sgo/srkl_estimate]"),
+}
+
+
+def test_numpy_reference_on_v2_fails_only_where_probabilities_underflow(vectors: dict[str, Any]) -> None:
+    report = cf.run_conformance(ref, vectors, values_only=True)
+    failed = {(r.case, c.what) for r in report.failed for c in r.failures()}
+    assert failed == REFERENCE_V2_FAILURES, cf.format_report(report)
 
 
 def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -77,9 +108,9 @@ def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_runner_cli_needs_no_torch_and_passes_the_reference() -> None:
-    proc = _run_cli("--impl", "askd_ref.reference")
+    proc = _run_cli("--impl", "askd_ref.reference", "--vectors", "vectors/askd-v1.json", "--values-only")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "RESULT: PASS" in proc.stdout
+    assert "RESULT: PASS (values only)" in proc.stdout
     assert "TORCH_IMPORTED=False" in proc.stdout, "the conformance runner (or the reference) imported torch"
 
 
@@ -90,9 +121,10 @@ def test_example_port_passes_the_functions_it_implements(vectors: dict[str, Any]
     by_fn = report.by_function()
     for name in ("tgo_coefficient", "sgo_coefficient", "clipped_sgo_coefficient"):
         assert all(r.status == cf.PASS for r in by_fn[name]), name
-    # analytic gradients of E5/E6 are checked; E9 gradients are reported "not provided"
-    assert all(c.status == cf.PASS for r in by_fn["sgo_coefficient"] for c in r.checks)
-    assert any(c.status == cf.NOT_PROVIDED for r in by_fn["clipped_sgo_coefficient"] for c in r.checks)
+    # analytic gradients of E5, E6 and E9 (the right derivative at the kink) are all checked
+    for name in ("tgo_coefficient", "sgo_coefficient", "clipped_sgo_coefficient"):
+        assert all(c.status == cf.PASS for r in by_fn[name] for c in r.checks), name
+    assert not report.not_provided
     others = [
         r
         for r in report.results
@@ -101,7 +133,7 @@ def test_example_port_passes_the_functions_it_implements(vectors: dict[str, Any]
     assert others
     assert all(r.status == cf.NOT_IMPLEMENTED for r in others)
     text = cf.format_report(report)
-    assert re.search(r"forward_kl\s+E1\s+7\s+0\s+0\s+7\s+0\s+-\s+not implemented", text), text
+    assert re.search(r"forward_kl\s+E1\s+8\s+0\s+0\s+8\s+0\s+-\s+not implemented", text), text
     strict = cf.run_conformance(port, vectors, strict=True)
     assert not strict.ok
 
@@ -395,6 +427,260 @@ def test_wrong_port_fails_naming_function_and_case(
     assert "RESULT: FAIL" in text
 
 
+# --------------------------------------------------------------------------------------------
+# Deliberately wrong ports that float64 forgives at the version-1 inputs (vectors v2)
+# --------------------------------------------------------------------------------------------
+
+
+def _on(base: Any, name: str, **overrides: Any) -> types.ModuleType:
+    """``base`` (a module) with some names replaced."""
+    module = types.ModuleType(f"wrong_port_{name}")
+    for key in dir(base):
+        if not key.startswith("__"):
+            setattr(module, key, getattr(base, key))
+    for key, value in overrides.items():
+        setattr(module, key, value)
+    return module
+
+
+def _torch_port(name: str, **overrides: Any) -> types.ModuleType:
+    from askd_ref import conformance_torch
+
+    return _on(conformance_torch, name, **overrides)
+
+
+def _numpy_example(name: str, **overrides: Any) -> types.ModuleType:
+    port = cf.load_impl(str(EXAMPLE))  # a fresh module: its functions see the overrides
+    for key, value in overrides.items():
+        setattr(port, key, value)
+    port.__name__ = f"wrong_port_{name}"
+    return port
+
+
+def _kl_terms(x: Any, log_m: Any) -> Any:
+    """Σ_v e^{x_v}(x_v − log m_v), with the usual guard for −inf (masked) entries."""
+    x = np.asarray(x, dtype=float)
+    return np.sum(np.where(np.isneginf(x), 0.0, np.exp(x) * (x - log_m)), -1)
+
+
+def _divergence_port(name: str, log_mix: Callable[[Any, Any, Any], Any]) -> types.ModuleType:
+    """SKL, SRKL (and JSD) with log m from ``log_mix(first, other, weight of first)``."""
+
+    def col(a: Any) -> Any:
+        return np.asarray(a, dtype=float)[..., None]
+
+    def skl(*, teacher_logp: Any, student_logp: Any, alpha: Any, mixture_grad: str = "full") -> Any:
+        return _kl_terms(teacher_logp, log_mix(teacher_logp, student_logp, col(alpha)))
+
+    def srkl(*, teacher_logp: Any, student_logp: Any, alpha: Any, mixture_grad: str = "full") -> Any:
+        return _kl_terms(student_logp, log_mix(student_logp, teacher_logp, col(alpha)))
+
+    def jsd(*, teacher_logp: Any, student_logp: Any, beta: Any) -> Any:
+        b = np.asarray(beta, dtype=float)
+        log_m = log_mix(teacher_logp, student_logp, col(beta))
+        return b * _kl_terms(teacher_logp, log_m) + (1 - b) * _kl_terms(student_logp, log_m)
+
+    return _torch_port(name, skew_forward_kl=skl, skew_reverse_kl=srkl, generalized_jsd=jsd)
+
+
+def _probability_space_mixture() -> types.ModuleType:
+    """m = αp + (1−α)q formed from exponentiated log-probs, log m = log(m)."""
+    return _divergence_port(
+        "probability_space",
+        lambda x, y, a: np.log(a * np.exp(np.asarray(x)) + (1 - a) * np.exp(np.asarray(y))),
+    )
+
+
+def _naive_log_mixture() -> types.ModuleType:
+    """log m = x + log(a + (1−a)·exp(y − x)) for the mixtures (JSD left correct)."""
+    port = _divergence_port(
+        "naive_log_mixture",
+        lambda x, y, a: np.asarray(x) + np.log(a + (1 - a) * np.exp(np.asarray(y) - np.asarray(x))),
+    )
+    from askd_ref import conformance_torch
+
+    port.generalized_jsd = conformance_torch.generalized_jsd  # type: ignore[attr-defined]
+
+    def sgo(delta: Any, alpha: Any, *, mixture_grad: str = "full") -> Any:
+        log_u = -np.log(alpha + (1 - np.asarray(alpha)) * np.exp(-np.asarray(delta)))
+        return log_u if mixture_grad == "stop" else log_u - alpha * np.expm1(log_u)
+
+    port.sgo_coefficient = sgo  # type: ignore[attr-defined]
+    example = _numpy_example("naive_log_coefficient", sgo_coefficient=sgo)
+    port.clipped_sgo_coefficient = example.clipped_sgo_coefficient  # type: ignore[attr-defined]
+    port.clipped_sgo_coefficient_grad = example.clipped_sgo_coefficient_grad  # type: ignore[attr-defined]
+    return port
+
+
+def _kl_ratio_in_probabilities() -> types.ModuleType:
+    """KL as Σ p·log(p/q) on probabilities: the reference's own plain KL (it works in p-space)."""
+
+    def skew(reference_fn: Callable[..., Any], plain: Callable[..., Any]) -> Callable[..., Any]:
+        def fn(*, teacher_logp: Any, student_logp: Any, alpha: Any, mixture_grad: str = "full") -> Any:
+            if np.all(np.asarray(alpha) == 0.0):
+                return plain(teacher_logp=teacher_logp, student_logp=student_logp)
+            return reference_fn(
+                teacher_logp=teacher_logp, student_logp=student_logp, alpha=alpha, mixture_grad=mixture_grad
+            )
+
+        return fn
+
+    from askd_ref import conformance_torch as ct
+
+    return _torch_port(
+        "kl_ratio",
+        forward_kl=ref.forward_kl,
+        reverse_kl=ref.reverse_kl,
+        skew_forward_kl=skew(ct.skew_forward_kl, ref.forward_kl),
+        skew_reverse_kl=skew(ct.skew_reverse_kl, ref.reverse_kl),
+    )
+
+
+def _naive_w(delta: Any, alpha: Any) -> Any:
+    e = np.exp(np.asarray(delta, dtype=float))
+    return (1 - np.asarray(alpha)) * e / (alpha + (1 - np.asarray(alpha)) * e)
+
+
+def _naive_u_coefficient(delta: Any, alpha: Any, *, mixture_grad: str = "full") -> Any:
+    u = 1 / (alpha + (1 - np.asarray(alpha)) * np.exp(-np.asarray(delta, dtype=float)))
+    return np.log(u) if mixture_grad == "stop" else np.log(u) - alpha * (u - 1)
+
+
+def _naive_w_port() -> types.ModuleType:
+    """w = (1−α)e^Δ/(α + (1−α)e^Δ) in floats, in E5 and in the TGO loss."""
+
+    def tgo(**kw: Any) -> Any:
+        with mock.patch.object(ref, "tgo_coefficient", _naive_w):
+            return ref.tgo_loss(**kw)
+
+    return _port("naive_w", tgo_coefficient=_naive_w, tgo_loss=tgo)
+
+
+def _naive_u_port() -> types.ModuleType:
+    """u = 1/(α + (1−α)e^{−Δ}) in floats, then log u: in E6/E7, E9 and the SGO loss."""
+    example = _numpy_example("naive_u", sgo_coefficient=_naive_u_coefficient)
+
+    def sgo(**kw: Any) -> Any:
+        with mock.patch.object(ref, "clipped_sgo_coefficient", example.clipped_sgo_coefficient):
+            return ref.sgo_loss(**kw)
+
+    return _port(
+        "naive_u",
+        sgo_coefficient=_naive_u_coefficient,
+        clipped_sgo_coefficient=example.clipped_sgo_coefficient,
+        clipped_sgo_coefficient_grad=example.clipped_sgo_coefficient_grad,
+        sgo_loss=sgo,
+    )
+
+
+def _kink_port(name: str, left: float, right: float) -> types.ModuleType:
+    """∂ĉ/∂Δ at Δ = 0 as ``left``·(left derivative) + ``right``·(right derivative) of each branch.
+
+    (0, 1) is the right derivative askd-ref records; (1, 0) the left one; (0.5, 0.5) what
+    ``jnp.maximum``/``jnp.minimum`` give at a tie; (1, 1) what ``torch.clamp`` gives.
+    """
+    port = _numpy_example(name)
+
+    def grad(delta: Any, quality: Any, *, options: Any = None) -> Any:
+        o, d = options or port.DEFAULTS, np.asarray(delta, dtype=float)
+        a_s, h = port.alpha_s_and_gate(np.asarray(quality, dtype=float), o)
+        dc_s = port.sgo_coefficient_grad(d, a_s, mixture_grad=o.mixture_grad)[0]
+        on = np.where(d > 0, 1.0, np.where(d < 0, 0.0, right))  # weight of the max(c, 0) branch
+        push_down = on * dc_s
+        if o.sgo_pullup == "adaptive":
+            return dc_s - h * push_down
+        dc_lo = port.sgo_coefficient_grad(d, np.full_like(d, o.alpha_lo), mixture_grad=o.mixture_grad)[0]
+        return np.where(d < 0, 1.0, np.where(d > 0, 0.0, left)) * dc_lo + (1 - h) * push_down
+
+    port.clipped_sgo_coefficient_grad = grad  # type: ignore[attr-defined]
+    return port
+
+
+#: (mistake as vectors v2 names it in ``catches``, wrong port, functions it replaces)
+V2_WRONG_PORTS: list[tuple[str, Callable[[], types.ModuleType], tuple[str, ...]]] = [
+    (
+        gv.PROBABILITY_SPACE,
+        _probability_space_mixture,
+        ("skew_forward_kl", "skew_reverse_kl", "generalized_jsd"),
+    ),
+    (
+        gv.NAIVE_LOG_MIXTURE,
+        _naive_log_mixture,
+        ("skew_forward_kl", "skew_reverse_kl", "sgo_coefficient", "clipped_sgo_coefficient"),
+    ),
+    (
+        gv.KL_RATIO_IN_PROBABILITIES,
+        _kl_ratio_in_probabilities,
+        ("forward_kl", "reverse_kl", "skew_forward_kl", "skew_reverse_kl"),
+    ),
+    (gv.NAIVE_W, _naive_w_port, ("tgo_coefficient", "tgo_loss")),
+    (gv.NAIVE_U, _naive_u_port, ("sgo_coefficient", "clipped_sgo_coefficient", "sgo_loss")),
+    (gv.KINK_TIE_SPLIT, lambda: _kink_port("kink_tie_split", 0.5, 0.5), ("clipped_sgo_coefficient",)),
+    (gv.KINK_CLAMP_SUM, lambda: _kink_port("kink_clamp_sum", 1.0, 1.0), ("clipped_sgo_coefficient",)),
+    (gv.KINK_LEFT, lambda: _kink_port("kink_left", 1.0, 0.0), ("clipped_sgo_coefficient",)),
+]
+
+
+@pytest.mark.parametrize(
+    ("mistake", "build", "functions"),
+    V2_WRONG_PORTS,
+    ids=[f"{w[0]}-{i}" for i, w in enumerate(V2_WRONG_PORTS)],
+)
+def test_v2_wrong_port_passes_v1_and_fails_every_case_that_claims_to_catch_it(
+    vectors: dict[str, Any],
+    vectors_v1: dict[str, Any],
+    mistake: str,
+    build: Callable[[], types.ModuleType],
+    functions: tuple[str, ...],
+) -> None:
+    port = build()
+    old = cf.run_conformance(port, vectors_v1, functions=functions)
+    assert old.ok, f"the {mistake!r} port already fails version 1:\n" + cf.format_report(old)
+    claims = [c for c in vectors["cases"] if mistake in c.get("catches", ())]
+    assert claims, f"no v2 case claims to catch {mistake!r}"
+    assert {c["function"] for c in claims} <= set(functions)
+    report = cf.run_conformance(port, vectors, functions=functions)
+    failed = {r.case: r for r in report.failed}
+    missed = sorted(c["name"] for c in claims if c["name"] not in failed)
+    assert not missed, f"cases that claim to catch {mistake!r} but pass the wrong port: {missed}"
+    # the port's own mistake fails, not something the base port gets wrong
+    for c in claims:
+        whats = {chk.what for chk in failed[c["name"]].failures()}
+        assert whats & {"value", "grad[delta]", "grad[student_logits]"}, (c["name"], whats)
+    text = cf.format_report(report, max_failures=10_000)
+    for c in claims:
+        assert re.search(rf"^FAIL {re.escape(c['function'])} \[{re.escape(c['name'])}\] ", text, re.M)
+
+
+def test_every_v2_catch_claim_has_a_wrong_port(vectors: dict[str, Any]) -> None:
+    claimed = {m for c in vectors["cases"] for m in c.get("catches", ())}
+    assert claimed == {w[0] for w in V2_WRONG_PORTS}
+
+
+def test_a_port_without_gradients_fails_unless_values_only(vectors: dict[str, Any], tmp_path: Path) -> None:
+    values = types.ModuleType("values_only_port")
+    values.tgo_coefficient = ref.tgo_coefficient  # type: ignore[attr-defined]
+    values.tgo_loss = lambda **kw: ref.tgo_loss(**kw).loss  # type: ignore[attr-defined]
+    report = cf.run_conformance(values, vectors, functions=["tgo_coefficient", "tgo_loss"])
+    assert not report.failed
+    assert report.not_provided
+    assert not report.ok
+    text = cf.format_report(report)
+    assert "FAIL (not provided)" in text
+    assert "RESULT: FAIL" in text
+    relaxed = cf.run_conformance(values, vectors, functions=["tgo_coefficient", "tgo_loss"], values_only=True)
+    assert relaxed.ok
+    assert "RESULT: PASS (values only)" in cf.format_report(relaxed)
+    source = tmp_path / "values_port.py"
+    source.write_text(EXAMPLE.read_text().split("# Optional: analytic gradients")[0])
+    proc = _run_cli("--impl", str(source))
+    assert proc.returncode == 1, proc.stdout
+    assert "a failure without --values-only" in proc.stdout
+    proc = _run_cli("--impl", str(source), "--values-only")
+    assert proc.returncode == 0, proc.stdout
+    assert "RESULT: PASS (values only)" in proc.stdout
+
+
 def test_wrong_port_file_fails_on_the_command_line(tmp_path: Path) -> None:
     source = EXAMPLE.read_text()
     centred = "log_u - alpha * np.expm1(log_u)"
@@ -499,8 +785,8 @@ def test_compare_rules() -> None:
 
 def test_load_vectors_rejects_other_versions(tmp_path: Path) -> None:
     bad = tmp_path / "v2.json"
-    bad.write_text('{"format": "askd-golden-vectors", "schema_version": 2, "cases": []}')
-    with pytest.raises(ValueError, match="schema_version 2"):
+    bad.write_text('{"format": "askd-golden-vectors", "schema_version": 3, "cases": []}')
+    with pytest.raises(ValueError, match="schema_version 3"):
         cf.load_vectors(bad)
     with pytest.raises(FileNotFoundError, match="askd vectors --out"):
         cf.load_vectors(tmp_path / "missing.json")

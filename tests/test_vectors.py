@@ -27,6 +27,7 @@ from askd_ref.tolerances import override, tolerance
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "vectors" / "askd-v1.json"
+COMMITTED_V2 = ROOT / "vectors" / "askd-v2.json"
 REGEN_TOL = override(
     tolerance("float64"), rtol=1e-12, atol=1e-15, reason="regeneration of the committed golden vectors"
 )
@@ -47,7 +48,7 @@ def cases(committed: dict[str, Any]) -> dict[str, dict[str, Any]]:
 @pytest.fixture(scope="module")
 def regenerated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("vectors") / "askd-v1.json"
-    assert cli.main(["vectors", "--out", str(out), "--quiet"]) == 0
+    assert cli.main(["vectors", "--out", str(out), "--version", "1", "--quiet"]) == 0
     return out
 
 
@@ -65,7 +66,9 @@ def test_check_flag_passes_and_names_a_tampered_case(
     regenerated: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     data = json.loads(regenerated.read_text(encoding="utf-8"))
-    monkeypatch.setattr(gv, "generate", lambda progress=False: copy.deepcopy(data))  # no second generation
+    monkeypatch.setattr(
+        gv, "generate", lambda progress=False, version=1: copy.deepcopy(data)
+    )  # no regeneration
     assert cli.main(["vectors", "--check", str(regenerated), "--quiet"]) == 0
     assert "reproduced" in capsys.readouterr().out
     tampered = copy.deepcopy(data)
@@ -88,7 +91,7 @@ def test_file_is_canonical_small_and_versioned(committed: dict[str, Any]) -> Non
     assert gv.dumps(committed) == text, "the committed file is not in the canonical `dumps` layout"
     assert len(text.encode()) < 2_000_000, f"vectors file is {len(text.encode())} bytes (aim < 2 MB)"
     assert committed["format"] == FORMAT
-    assert committed["schema_version"] == SCHEMA_VERSION
+    assert committed["schema_version"] == 1
     assert committed["dtype"] == "float64"
     assert committed["tolerance"]["rtol"] == tolerance("float64").rtol
     names = [c["name"] for c in committed["cases"]]
@@ -349,3 +352,108 @@ def test_dense_askd_with_distillm2_settings_equals_distillm2(cases: dict[str, di
     np.testing.assert_allclose(
         dense["grad"]["student_logits"], d2["grad"]["student_logits"], rtol=1e-12, atol=1e-15
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Schema v2: the version-1 cases plus the underflow, overflow and kink cases
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def committed_v2() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(COMMITTED_V2.read_text(encoding="utf-8"))
+    return data
+
+
+@pytest.fixture(scope="module")
+def new_v2_cases(committed_v2: dict[str, Any], committed: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    old = {c["name"] for c in committed["cases"]}
+    return {
+        c["name"]: {k: decode(v) for k, v in c.items()} for c in committed_v2["cases"] if c["name"] not in old
+    }
+
+
+def test_v2_reproduces_is_canonical_and_extends_v1(
+    tmp_path: Path, committed_v2: dict[str, Any], committed: dict[str, Any]
+) -> None:
+    text = COMMITTED_V2.read_text(encoding="utf-8")
+    assert gv.dumps(committed_v2) == text
+    assert len(text.encode()) < 2_000_000
+    assert committed_v2["schema_version"] == SCHEMA_VERSION == 2
+    out = tmp_path / "askd-v2.json"
+    assert cli.main(["vectors", "--out", str(out), "--quiet"]) == 0  # the newest version by default
+    diffs = gv.diff_vectors(json.loads(out.read_text(encoding="utf-8")), committed_v2, REGEN_TOL)
+    assert not diffs, f"`askd vectors` does not reproduce {COMMITTED_V2}: {diffs[:8]}"
+    # the first cases are the version-1 cases: same names, inputs, tags, notes; numbers within 1e-12
+    n1 = len(committed["cases"])
+    head = {**committed_v2, "schema_version": 1, "cases": committed_v2["cases"][:n1]}
+    assert not gv.diff_vectors(head, committed, REGEN_TOL)
+
+
+def test_v2_new_cases_say_what_they_catch(new_v2_cases: dict[str, dict[str, Any]]) -> None:
+    assert len(new_v2_cases) >= 25
+    assert all(c.get("catches") or c["function"] == "sequence_log_ratio" for c in new_v2_cases.values())
+    kink = [c for c in new_v2_cases.values() if "kink" in c["tags"]]
+    assert kink
+    assert all(c["one_sided"] == {"delta": "right"} and "delta" in c["expected"]["grad"] for c in kink)
+    assert all("one_sided" not in c for c in new_v2_cases.values() if "kink" not in c["tags"])
+    # what the cases are for: log-probs below the float64 exp underflow, |Δ| beyond its overflow
+    low = min(
+        float(np.min(c["kwargs"]["teacher_logp"])) for c in new_v2_cases.values() if "underflow" in c["tags"]
+    )
+    assert low < -745
+    deltas = np.asarray(new_v2_cases["tgo_coefficient/huge_delta"]["args"][0])
+    assert deltas.max() >= 710
+    assert deltas.min() <= -710
+    assert 0.0 in set(np.asarray(kink[0]["args"][0]).ravel())
+
+
+def test_v2_coefficient_and_divergence_cases_match_mpmath(new_v2_cases: dict[str, dict[str, Any]]) -> None:
+    with mp.workdps(DPS):
+        assert _check_coefficients(new_v2_cases, "tgo_coefficient") >= 30
+        assert _check_coefficients(new_v2_cases, "sgo_coefficient") >= 60
+        assert _check_divergences(new_v2_cases) >= 30
+
+
+def _c_hat(d: Any, r: Any, f: dict[str, Any]) -> Any:
+    """E9 in mpmath, from the spec text (E8 gate, E10 schedule, E6/E7 coefficient)."""
+    lo, hi = mp.mpf(f["alpha_lo"]), mp.mpf(f["alpha_hi"])
+    if f["schedule"] == "linear":
+        a_s = lo + (hi - lo) * r
+    else:
+        lg = lambda a: mp.log(a / (1 - a))  # noqa: E731
+        a_s = 1 / (1 + mp.exp(-(lg(lo) + (lg(hi) - lg(lo)) * r)))
+    if f["gate"] == "soft":
+        h = min(max((r - mp.mpf(f["tau_lo"])) / (mp.mpf(f["tau_hi"]) - mp.mpf(f["tau_lo"])), 0), 1)
+    else:
+        h = mp.mpf(1) if (f["gate"] == "hard" and r >= mp.mpf(f["tau"])) else mp.mpf(0)
+    stop = f["mixture_grad"] == "stop"
+    c_s = _c(d, a_s, stop)
+    if f["sgo_pullup"] == "adaptive":
+        return c_s - h * max(c_s, 0)
+    return min(_c(d, lo, stop), 0) + (1 - h) * max(c_s, 0)
+
+
+def test_v2_clipped_coefficient_cases_match_mpmath_with_the_right_derivative_at_the_kink(
+    new_v2_cases: dict[str, dict[str, Any]],
+) -> None:
+    defaults = gv._options().fields
+    checked = 0
+    with mp.workdps(DPS):
+        for c in new_v2_cases.values():
+            if c["function"] != "clipped_sgo_coefficient":
+                continue
+            opts = c["kwargs"]["options"]
+            fields = defaults if opts is None else opts.fields
+            d_arr, r_arr = (np.asarray(x, dtype=float) for x in c["args"])
+            value, grad = np.asarray(c["expected"]["value"]), c["expected"]["grad"]["delta"]
+            for idx in np.ndindex(value.shape):
+                d, r = mp.mpf(float(d_arr[idx])), mp.mpf(float(r_arr[idx]))
+                f = lambda x, r=r, fields=fields: _c_hat(x, r, fields)  # noqa: E731
+                where = f"{c['name']} at {idx} (Δ={float(d)}, r={float(r)})"
+                _agree(float(value[idx]), f(d), where + " value")
+                # Δ = 0: the right derivative (forward differences only see Δ ≥ 0)
+                slope = mp.diff(f, d, direction=1) if d == 0 else mp.diff(f, d)
+                _agree(float(grad[idx]), slope, where + " ∂/∂Δ")
+                checked += 1
+    assert checked >= 200

@@ -2,8 +2,12 @@
 
 ::
 
-    askd vectors --out vectors/askd-v1.json      # regenerate the committed file
-    askd vectors --check vectors/askd-v1.json    # regenerate in memory and compare (1e-12)
+    askd vectors --out vectors/askd-v2.json               # regenerate the newest committed file
+    askd vectors --out vectors/askd-v1.json --version 1   # the version-1 file, kept for old readers
+    askd vectors --check vectors/askd-v2.json             # regenerate in memory and compare (1e-12)
+
+``--check`` regenerates the schema version the checked file declares; ``--out`` writes the
+newest unless ``--version`` says otherwise.
 
 The file format and versioning policy are in ``vectors/SCHEMA.md``; ports check themselves
 against the file with ``python -m askd_ref.conformance --impl MODULE``.
@@ -40,6 +44,12 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
         metavar="FILE",
         help="regenerate and compare with this file (relative 1e-12, absolute 1e-15); exit 1 on a difference",
     )
+    parser.add_argument(
+        "--version",
+        type=int,
+        default=None,
+        help="schema version to generate (default: that of the --check file, else the newest)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -59,7 +69,18 @@ def run(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as exc:
             print(f"askd vectors: cannot read {args.check}: {exc}", file=sys.stderr)
             return 2
-    data = gv.generate(progress=not args.quiet and sys.stderr.isatty())
+    from askd_ref.conformance import SCHEMA_VERSION, SCHEMA_VERSIONS
+
+    version = args.version
+    if version is None:
+        version = expected.get("schema_version", SCHEMA_VERSION) if expected is not None else SCHEMA_VERSION
+    if version not in SCHEMA_VERSIONS:
+        print(
+            f"askd vectors: unknown schema version {version!r}; expected one of {SCHEMA_VERSIONS}",
+            file=sys.stderr,
+        )
+        return 2
+    data = gv.generate(progress=not args.quiet and sys.stderr.isatty(), version=version)
     if args.out is not None:
         text = gv.dumps(data)
         from askd_ref.io import atomic_write_text
