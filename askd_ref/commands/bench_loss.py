@@ -5,8 +5,12 @@
     askd bench loss --out runs/bench-loss --quick   # 4096 tokens, vocab 32768 (about two minutes)
     askd bench loss --out runs/bench-loss           # tokens {1024, 4096} x vocab {32768, 151936}
 
+When ``liger-kernel`` is importable, the rows ``askd_chunked_gkd``, ``liger_jsd`` (eager) and
+``liger_jsd_compiled`` (``torch.compile``) compare the same generalised JSD with Liger-Kernel's
+chunked loss (``--no-liger`` skips them).
+
 Writes ``loss-bench.json`` (one record per configuration and implementation:
-``tokens, hidden, vocab, impl, time_s, peak_mb, device``), ``loss-bench-details.json`` (every
+``tokens, hidden, vocab, impl, time_s, peak_mb, device``, plus ``compile_s`` for a compiled row), ``loss-bench-details.json`` (every
 repeat, baseline memory, ratios, the acceptance checks, the environment), ``loss-bench.md`` (the
 table) and ``loss-bench.png`` (the plot). What each implementation computes and how time and
 memory are measured: :mod:`askd_ref.bench.loss` and ``docs/benchmarks.md``.
@@ -50,6 +54,12 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
         action="store_true",
         help="skip the extra askd_seq_chunked row (always skipped by --quick)",
     )
+    parser.add_argument(
+        "--no-liger",
+        action="store_true",
+        help="skip the Liger rows (askd_chunked_gkd, liger_jsd, liger_jsd_compiled); "
+        "they run by default when liger-kernel is importable",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -71,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
             repeats=args.repeats,
             chunk_size=args.chunk_size,
             extras=not (args.no_extras or args.quick),
+            liger=False if args.no_liger else None,
             progress=not args.quiet,
         )
     except ValueError as exc:
