@@ -196,7 +196,8 @@ def test_liger_eager_jsd_equals_askd_gkd_value_and_gradient() -> None:
     assert_close(la.double(), _gkd_reference_f64(a, 0.5), tolerance(torch.float32), what="gkd vs float64")
     for name in ("hs", "ws"):
         ga, gb = getattr(a, name).grad, getattr(b, name).grad
-        assert ga is not None and gb is not None
+        assert ga is not None
+        assert gb is not None
         assert_close(gb, ga, tolerance(torch.float32, "grad"), what=f"Liger vs askd-ref gradient of {name}")
 
 

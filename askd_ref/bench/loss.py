@@ -291,7 +291,7 @@ def liger_available() -> bool:
     """Whether ``liger_kernel.chunked_loss`` imports here (the Liger rows run only then)."""
     try:
         importlib.import_module("liger_kernel.chunked_loss")
-    except Exception:  # noqa: BLE001 - any import failure (missing, triton, ABI) means "no Liger"
+    except Exception:  # any import failure (missing, triton, ABI) means "no Liger"
         return False
     return True
 
@@ -672,7 +672,9 @@ def run_loss_bench(
     impls += list(EXTRA_IMPLS) if extras else []
     have_liger = liger_available()
     if liger and not have_liger:
-        raise ValueError("liger=True but liger_kernel.chunked_loss does not import (pip install liger-kernel)")
+        raise ValueError(
+            "liger=True but liger_kernel.chunked_loss does not import (pip install --no-deps liger-kernel)"
+        )
     impls += list(LIGER_IMPLS) if (have_liger if liger is None else liger) else []
     reps = {impl: repeats or (QUICK_REPEATS.get(impl, 1) if quick else 3) for impl in impls}
     device_name = _device_name(device)
