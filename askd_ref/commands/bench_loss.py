@@ -11,9 +11,10 @@ chunked loss (``--no-liger`` skips them).
 
 Writes ``loss-bench.json`` (one record per configuration and implementation:
 ``tokens, hidden, vocab, impl, time_s, peak_mb, device``, plus ``compile_s`` for a compiled
-row), ``loss-bench-details.json`` (every repeat, baseline memory, ratios, the acceptance checks, the environment), ``loss-bench.md`` (the
-table) and ``loss-bench.png`` (the plot). What each implementation computes and how time and
-memory are measured: :mod:`askd_ref.bench.loss` and ``docs/benchmarks.md``.
+row), ``loss-bench-details.json`` (every repeat, baseline memory, ratios, the acceptance
+checks, the environment and load average), ``loss-bench.md`` (the table) and
+``loss-bench.png`` (the plot). What each implementation computes and how time and memory are
+measured: :mod:`askd_ref.bench.loss` and ``docs/benchmarks.md``.
 """
 
 import argparse
