@@ -303,7 +303,7 @@ def liger_jsd_loss(x: Inputs, *, compiled: bool, beta: float = 0.5) -> Tensor:
     cross-entropy and halve the JSD), labels −100 where ``mask`` is False, chunk size
     ``cfg.chunk_size`` or Liger's 1024.
     """
-    from liger_kernel.chunked_loss import LigerFusedLinearJSDLoss
+    from liger_kernel.chunked_loss import LigerFusedLinearJSDLoss  # type: ignore[import-untyped, import-not-found, unused-ignore]
 
     loss_fn = LigerFusedLinearJSDLoss(
         weight_hard_loss=0.0,
