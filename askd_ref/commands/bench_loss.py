@@ -61,6 +61,11 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
         help="skip the Liger rows (askd_chunked_gkd, liger_jsd, liger_jsd_compiled); "
         "they run by default when liger-kernel is importable",
     )
+    parser.add_argument(
+        "--impls",
+        default=None,
+        help="comma-separated implementations to run instead of the default set, e.g. askd_chunked,floor",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -83,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
             chunk_size=args.chunk_size,
             extras=not (args.no_extras or args.quick),
             liger=False if args.no_liger else None,
+            only=None if args.impls is None else [i.strip() for i in args.impls.split(",") if i.strip()],
             progress=not args.quiet,
         )
     except ValueError as exc:
