@@ -47,7 +47,8 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
         "--repeats",
         type=int,
         default=None,
-        help="timed passes per implementation (default 3; --quick: 3 for askd_chunked and floor, else 1)",
+        help="timed passes per implementation (default 3; --quick: 3 for askd_chunked, floor, "
+        "askd_chunked_gkd and liger_jsd_compiled, else 1)",
     )
     parser.add_argument("--chunk-size", type=int, default=None, help="chunk size of askd_chunked")
     parser.add_argument(
