@@ -104,7 +104,12 @@ TARGETS: dict[tuple[str, str, str], float] = {
 #: Timed passes per implementation under ``--quick``: three for the fast rows whose ratios
 #: (a/e, askd_chunked_gkd/liger_jsd_compiled) are closest to their bounds, one for the
 #: full-logit rows and eager Liger (each several times slower).
-QUICK_REPEATS: dict[str, int] = {"askd_chunked": 3, "floor": 3, "askd_chunked_gkd": 3, "liger_jsd_compiled": 3}
+QUICK_REPEATS: dict[str, int] = {
+    "askd_chunked": 3,
+    "floor": 3,
+    "askd_chunked_gkd": 3,
+    "liger_jsd_compiled": 3,
+}
 
 FULL_SIZES: tuple[tuple[int, int], ...] = ((1024, 32768), (4096, 32768), (1024, 151936), (4096, 151936))
 QUICK_SIZES: tuple[tuple[int, int], ...] = ((4096, 32768),)
