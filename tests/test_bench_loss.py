@@ -67,8 +67,16 @@ def test_trl_gkd_equals_the_library_gkd_baseline_on_equal_lengths() -> None:
 TINY = bench.BenchConfig(tokens=64, vocab=97, hidden=8, seq_len=16)
 
 
+HAVE_LIGER = bench.liger_available()
+NO_LIGER = "liger-kernel is not importable (pip install --no-deps liger-kernel)"
+
+
 @pytest.mark.parametrize("impl", sorted(bench.STEPS))
 def test_every_implementation_runs_forward_and_backward(impl: str) -> None:
+    if impl.startswith("liger") and not HAVE_LIGER:
+        pytest.skip(NO_LIGER)
+    if impl == "liger_jsd_compiled":
+        pytest.skip("torch.compile takes tens of seconds; its value is checked by the slow test below")
     x = bench.make_inputs(TINY)
     loss = bench.STEPS[impl](x)
     assert bool(torch.isfinite(loss))
@@ -122,7 +130,9 @@ def test_ratios_and_acceptance_checks() -> None:
     assert r["time a/floor"] == pytest.approx(1.5)
     assert r["memory a/distillm2_naive"] == pytest.approx(0.2)
     checks = {(c["quantity"], c["ratio"]): c for c in bench.check_targets(records)}
-    assert len(checks) == len(bench.TARGETS)
+    present = {r["impl"] for r in records}
+    assert len(checks) == sum(n in present and d in present for (_, n, d) in bench.TARGETS)
+    assert len(checks) == 5
     assert checks[("peak_mb", "askd_chunked/distillm2_naive")]["met"]
     assert not checks[("peak_mb", "askd_chunked/trl_gkd")]["met"]  # 1000/3000 > 0.25
     assert not checks[("time_s", "askd_chunked/trl_gkd")]["met"]  # 6/5 > 1.0
@@ -144,7 +154,7 @@ def test_parse_sizes() -> None:
 def test_cli_writes_records_table_and_plot(tmp_path: Path) -> None:
     out = tmp_path / "bench"
     argv = ["bench", "loss", "--out", str(out), "--sizes", "64x97", "--hidden", "8", "--seq-len", "16"]
-    code = main([*argv, "--repeats", "1", "--quiet", "--no-extras"])
+    code = main([*argv, "--repeats", "1", "--quiet", "--no-extras", "--no-liger"])
     assert code == 0
     records = json.loads((out / "loss-bench.json").read_text())
     assert [r["impl"] for r in records] == list(bench.IMPLS)
@@ -157,3 +167,71 @@ def test_cli_writes_records_table_and_plot(tmp_path: Path) -> None:
     assert details["environment"]["trl"]
     assert (out / "loss-bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "askd_chunked" in (out / "loss-bench.md").read_text()
+
+
+def _gkd_reference_f64(x: bench.Inputs, beta: float) -> torch.Tensor:
+    """JSD_β per token from float64 full logits, the library's full-logit ``gkd_loss``."""
+    from askd_ref.baselines import gkd_loss
+
+    shape = (x.rows, x.cfg.seq_len, x.cfg.vocab)
+    zs = (x.hs.detach().double() @ x.ws.detach().double().T).view(shape)
+    zt = (x.ht.double() @ x.wt.double().T).view(shape)
+    batch = DistillBatch(
+        mask=x.mask,
+        is_tgo=x.is_tgo,
+        student_logp=torch.log_softmax(zs, -1),
+        teacher_logp=torch.log_softmax(zt, -1),
+    )
+    return gkd_loss(batch, beta=beta).loss
+
+
+@pytest.mark.skipif(not HAVE_LIGER, reason=NO_LIGER)
+def test_liger_eager_jsd_equals_askd_gkd_value_and_gradient() -> None:
+    """Liger's fused-linear JSD (β = 0.5, no CE) = chunked_loss("gkd") = the float64 full-logit GJSD."""
+    a, b = bench.make_inputs(TINY), bench.make_inputs(TINY)
+    la = bench.STEPS["askd_chunked_gkd"](a)
+    lb = bench.STEPS["liger_jsd"](b)
+    assert bench.check_liger_value(bench.make_inputs(TINY), lb) >= 0.0
+    assert_close(lb, la, tolerance(torch.float32), what="Liger vs askd-ref gkd value")
+    assert_close(la.double(), _gkd_reference_f64(a, 0.5), tolerance(torch.float32), what="gkd vs float64")
+    for name in ("hs", "ws"):
+        ga, gb = getattr(a, name).grad, getattr(b, name).grad
+        assert ga is not None
+        assert gb is not None
+        assert_close(gb, ga, tolerance(torch.float32, "grad"), what=f"Liger vs askd-ref gradient of {name}")
+
+
+@pytest.mark.skipif(not HAVE_LIGER, reason=NO_LIGER)
+def test_liger_beta_weights_the_teacher_as_askd_ref_does() -> None:
+    """At an asymmetric β (0.3) Liger's JSD_β equals askd-ref's JSD_β, not JSD_{1−β}."""
+    x = bench.make_inputs(TINY)
+    got = bench.liger_jsd_loss(x, compiled=False, beta=0.3).detach().double()
+    same = _gkd_reference_f64(x, 0.3)
+    swapped = _gkd_reference_f64(x, 0.7)
+    assert_close(got, same, tolerance(torch.float32), what="Liger β = 0.3 vs askd-ref β = 0.3")
+    assert abs(float(same - swapped)) > 100 * abs(float(got - same))  # the test can tell them apart
+
+
+@pytest.mark.skipif(not HAVE_LIGER, reason=NO_LIGER)
+def test_liger_value_check_rejects_a_different_loss() -> None:
+    x = bench.make_inputs(TINY)
+    wrong = bench.liger_jsd_loss(x, compiled=False, beta=0.3).detach()
+    with pytest.raises(AssertionError, match="Liger JSD vs askd-ref gkd"):
+        bench.check_liger_value(x, wrong)
+
+
+def test_liger_rows_fail_clearly_when_requested_without_liger(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bench, "liger_available", lambda: False)
+    with pytest.raises(ValueError, match="liger=True"):
+        bench.run_loss_bench(tmp_path, sizes=[(64, 97)], hidden=8, seq_len=16, liger=True, progress=False)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAVE_LIGER, reason=NO_LIGER)
+def test_liger_compiled_worker_checks_value_and_reports_compile_time() -> None:
+    result = bench.worker_run(TINY, "liger_jsd_compiled", 1)
+    assert result["value_check_abs_diff"] >= 0.0
+    assert result["first_pass_s"] > 0
+    assert "compile_s" in result

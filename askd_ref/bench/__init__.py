@@ -1,2 +1,2 @@
 """Benchmarks of askd-ref (``askd bench ...``): the loss benchmark against peers lives in
-:mod:`askd_ref.bench.loss`."""
+:mod:`askd_ref.bench.loss`, the trainer-step breakdown in :mod:`askd_ref.bench.step`."""

@@ -18,6 +18,27 @@ row pays for the same matmuls and the ratios compare whole loss computations:
 ``askd_seq_chunked`` extra row: sequence-level ASKD (E11–E13) on chunked token log-probs
 ==================== ===========================================================================
 
+When ``liger-kernel`` is importable, three more rows compare askd-ref with the chunked peer
+(``liger_kernel.chunked_loss.LigerFusedLinearJSDLoss``, also what TRL's GKD runs with
+``use_liger_kernel``), all computing the generalised JSD with β = 0.5, τ = 1:
+
+====================== =========================================================================
+``askd_chunked_gkd``   :func:`askd_ref.chunked_loss` with ``gkd``
+``liger_jsd``          Liger's fused-linear JSD, eager (``compiled=False``)
+``liger_jsd_compiled`` the same with ``torch.compile`` (Liger's default); the compiling passes
+                       are excluded from the timed ones and reported as ``compile_s``
+====================== =========================================================================
+
+Liger's conventions, read from its source (``chunked_loss/jsd_loss.py``,
+``fused_linear_distillation.py``): the loss is ``weight_soft_loss · JSD + weight_hard_loss · CE``
+with defaults 0.5 / 0.5, so the rows set 0 / 1 (the CE term is then not computed); its β weights
+the teacher, M = β·p_T + (1−β)·p_S, JSD = β·KL(p_T‖M) + (1−β)·KL(p_S‖M), the convention of
+:func:`askd_ref.generalized_jsd` (Liger replaces the endpoints β ∈ {0, 1} by plain KLs); tokens
+whose label is ``ignore_index`` (−100) are dropped and the sum is divided by the number of kept
+tokens of the whole batch, which equals askd-ref's per-sample token mean averaged over samples
+when every row has the same length (as here). Before timing, every worker of a Liger row checks
+its loss against ``chunked_loss("gkd")`` on the warm-up inputs and fails if they differ.
+
 Each (configuration, implementation) runs in a fresh worker process that imports the same
 modules (so the interpreter, torch, TRL and the seeded inputs are a common baseline), runs a
 small warm-up, then ``repeats`` forward + backward passes on the full-size inputs. Time is the
@@ -50,6 +71,7 @@ from torch import Tensor
 __all__ = [
     "EXTRA_IMPLS",
     "IMPLS",
+    "LIGER_IMPLS",
     "TARGETS",
     "BenchConfig",
     "distillm2_naive_loss",
@@ -62,6 +84,10 @@ __all__ = [
 IMPLS: tuple[str, ...] = ("askd_chunked", "askd_full", "distillm2_naive", "trl_gkd", "floor")
 #: Additional rows: sequence-level ASKD on chunked token log-probs.
 EXTRA_IMPLS: tuple[str, ...] = ("askd_seq_chunked",)
+#: The chunked peer: rows run when ``liger-kernel`` is importable (see the module docstring).
+LIGER_IMPLS: tuple[str, ...] = ("askd_chunked_gkd", "liger_jsd", "liger_jsd_compiled")
+#: Rows whose first full-size pass compiles: it runs before the timed passes, as ``compile_s``.
+COMPILED_IMPLS: frozenset[str] = frozenset({"liger_jsd_compiled"})
 
 #: Acceptance bounds of the issue, checked at 4096 tokens, vocabulary 32768:
 #: (quantity, numerator, denominator) → largest allowed ratio.
@@ -71,11 +97,19 @@ TARGETS: dict[tuple[str, str, str], float] = {
     ("time_s", "askd_chunked", "trl_gkd"): 1.0,
     ("time_s", "askd_chunked", "askd_full"): 1.25,
     ("time_s", "askd_chunked", "floor"): 1.6,
+    ("time_s", "askd_chunked_gkd", "liger_jsd_compiled"): 0.8,
+    ("peak_mb", "askd_chunked_gkd", "liger_jsd_compiled"): 1.0,
 }
 
-#: Timed passes per implementation under ``--quick``: three for the two fast rows whose ratio
-#: (a/e) is closest to its bound, one for the full-logit rows (each several times slower).
-QUICK_REPEATS: dict[str, int] = {"askd_chunked": 3, "floor": 3}
+#: Timed passes per implementation under ``--quick``: three for the fast rows whose ratios
+#: (a/e, askd_chunked_gkd/liger_jsd_compiled) are closest to their bounds, one for the
+#: full-logit rows and eager Liger (each several times slower).
+QUICK_REPEATS: dict[str, int] = {
+    "askd_chunked": 3,
+    "floor": 3,
+    "askd_chunked_gkd": 3,
+    "liger_jsd_compiled": 3,
+}
 
 FULL_SIZES: tuple[tuple[int, int], ...] = ((1024, 32768), (4096, 32768), (1024, 151936), (4096, 151936))
 QUICK_SIZES: tuple[tuple[int, int], ...] = ((4096, 32768),)
@@ -259,6 +293,44 @@ def _trl_gkd(x: Inputs) -> Tensor:
     return loss.detach()
 
 
+def liger_available() -> bool:
+    """Whether ``liger_kernel.chunked_loss`` imports here (the Liger rows run only then)."""
+    try:
+        importlib.import_module("liger_kernel.chunked_loss")
+    except Exception:  # any import failure (missing, triton, ABI) means "no Liger"
+        return False
+    return True
+
+
+def liger_jsd_loss(x: Inputs, *, compiled: bool, beta: float = 0.5) -> Tensor:
+    """Liger's ``LigerFusedLinearJSDLoss`` on the benchmark inputs: pure JSD_β, τ = 1 (no backward).
+
+    ``weight_hard_loss=0, weight_soft_loss=1`` (Liger's defaults 0.5 / 0.5 would add half a
+    cross-entropy and halve the JSD), labels −100 where ``mask`` is False, chunk size
+    ``cfg.chunk_size`` or Liger's 1024.
+    """
+    from liger_kernel.chunked_loss import LigerFusedLinearJSDLoss  # type: ignore[import-untyped, import-not-found, unused-ignore]
+
+    loss_fn = LigerFusedLinearJSDLoss(
+        weight_hard_loss=0.0,
+        weight_soft_loss=1.0,
+        beta=beta,
+        ignore_index=-100,
+        temperature=1.0,
+        compiled=compiled,
+        chunk_size=x.cfg.chunk_size or 1024,
+    )
+    labels = torch.where(x.mask, x.ids, -100).reshape(-1)
+    loss: Tensor = loss_fn(x.hs, x.ws, x.ht, x.wt, labels)
+    return loss
+
+
+def _liger(x: Inputs, compiled: bool) -> Tensor:
+    loss = liger_jsd_loss(x, compiled=compiled)
+    torch.autograd.backward(loss)
+    return loss.detach()
+
+
 def _floor(x: Inputs) -> Tensor:
     student_logits = x.hs @ x.ws.T
     with torch.no_grad():
@@ -274,6 +346,9 @@ STEPS: dict[str, Callable[[Inputs], Tensor]] = {
     "trl_gkd": _trl_gkd,
     "floor": _floor,
     "askd_seq_chunked": lambda x: _chunked(x, "askd"),
+    "askd_chunked_gkd": lambda x: _chunked(x, "gkd"),
+    "liger_jsd": lambda x: _liger(x, False),
+    "liger_jsd_compiled": lambda x: _liger(x, True),
 }
 
 
@@ -294,6 +369,39 @@ def _import_all() -> None:
     importlib.import_module("askd_ref.losses")
 
     _trl_generalized_jsd()
+    if liger_available():
+        importlib.import_module("liger_kernel.chunked_loss")
+
+
+def check_liger_value(x: Inputs, liger_loss: Tensor) -> float:
+    """Raise unless ``liger_loss`` equals ``chunked_loss("gkd")`` on ``x``; returns |difference|.
+
+    Tolerance (:mod:`askd_ref.tolerances`): float32 inputs, the float32 value tolerance;
+    bfloat16 inputs, the bf16 end-to-end one (``value_e2e``): Liger projects and takes the
+    log-softmax in the inputs' dtype, askd-ref projects in float32, so in bf16 Liger's loss
+    carries bf16 log-softmax rounding (measured on CPU at 64 tokens × vocab 97: 2.3 % relative)
+    that askd-ref's does not.
+    """
+    from askd_ref.chunked import chunked_loss
+    from askd_ref.tolerances import assert_close, tolerance
+
+    shape = (x.rows, x.cfg.seq_len, x.cfg.hidden)
+    with torch.no_grad():
+        ref = chunked_loss(
+            "gkd",
+            student_hidden=x.hs.view(shape),
+            student_weight=x.ws,
+            teacher_hidden=x.ht.view(shape),
+            teacher_weight=x.wt,
+            target_ids=x.ids,
+            mask=x.mask,
+            is_tgo=x.is_tgo,
+            chunk_size=x.cfg.chunk_size,
+        ).loss
+    got = liger_loss.detach().to(ref.dtype)
+    tol = tolerance(torch.float32) if x.cfg.dtype == "float32" else tolerance(torch.bfloat16, "value_e2e")
+    assert_close(got, ref, tol, what="Liger JSD vs askd-ref gkd loss")
+    return float((got - ref).abs())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -315,11 +423,22 @@ def worker_run(cfg: BenchConfig, impl: str, repeats: int) -> dict[str, Any]:
     _import_all()
     small = dataclasses.replace(cfg, tokens=cfg.seq_len, vocab=min(cfg.vocab, 1024))
     warm = make_inputs(small)
-    STEPS[impl](warm)  # first-call initialisation (kernels, thread pools), not measured
+    warm_loss = STEPS[impl](warm)  # first-call initialisation (kernels, thread pools), not measured
+    extra: dict[str, Any] = {}
+    if impl.startswith("liger"):  # the peer computes askd-ref's gkd loss, or nothing is timed
+        extra["value_check_abs_diff"] = check_liger_value(make_inputs(small), warm_loss)
     del warm
     gc.collect()
     cuda = cfg.device.startswith("cuda")
     x = make_inputs(cfg)
+    if impl in COMPILED_IMPLS:  # compile for the full-size shapes; not a timed pass
+        _sync(cfg.device)
+        t0 = time.perf_counter()
+        STEPS[impl](x)
+        _sync(cfg.device)
+        extra["first_pass_s"] = time.perf_counter() - t0
+        _clear(x)
+        _reset_peak()
     if cuda:
         torch.cuda.synchronize()
         base = torch.cuda.memory_allocated() / 2**20
@@ -337,7 +456,23 @@ def worker_run(cfg: BenchConfig, impl: str, repeats: int) -> dict[str, Any]:
         times.append(time.perf_counter() - t0)
         if i == 0:  # peak RSS of this process, or peak allocated GPU memory
             peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else _status_mb("VmHWM")
-    return {"times_s": times, "peak_mb": peak, "base_mb": base}
+    if "first_pass_s" in extra:
+        extra["compile_s"] = extra["first_pass_s"] - statistics.median(times)
+    return {"times_s": times, "peak_mb": peak, "base_mb": base, **extra}
+
+
+def _reset_peak() -> None:
+    """Forget the peak memory so far (compilation), so the timed passes report their own peak.
+
+    CPU: writing ``5`` to ``/proc/self/clear_refs`` resets ``VmHWM`` (Linux ≥ 4.0); GPU:
+    :func:`torch.cuda.reset_peak_memory_stats` (done by the caller).
+    """
+    gc.collect()
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")
+    except OSError:  # pragma: no cover - non-Linux: the peak then includes compilation
+        pass
 
 
 def _worker_main(argv: Sequence[str]) -> int:
@@ -440,19 +575,26 @@ def _markdown(records: Sequence[dict[str, Any]], skipped: Sequence[dict[str, Any
     by_key: dict[tuple[int, int], dict[str, dict[str, Any]]] = {}
     for r in records:
         by_key.setdefault((r["tokens"], r["vocab"]), {})[r["impl"]] = r
+    notes: list[str] = []
     for (tokens, vocab), rows in sorted(by_key.items()):
-        a = rows.get("askd_chunked")
-        for impl in (*IMPLS, *EXTRA_IMPLS):
+        for impl in (*IMPLS, *EXTRA_IMPLS, *LIGER_IMPLS):
             if impl not in rows:
                 continue
+            ref = "askd_chunked_gkd" if impl.startswith("liger") else "askd_chunked"
+            a = rows.get(ref)
             r = rows[impl]
-            rt = f"{a['time_s'] / r['time_s']:.2f}" if a and impl != "askd_chunked" else ""
-            rm = f"{a['peak_mb'] / r['peak_mb']:.2f}" if a and impl != "askd_chunked" else ""
+            rt = f"{a['time_s'] / r['time_s']:.2f}" if a and impl != ref else ""
+            rm = f"{a['peak_mb'] / r['peak_mb']:.2f}" if a and impl != ref else ""
             lines.append(
                 f"| {tokens} | {vocab} | {impl} | {r['time_s']:.2f} | {r['peak_mb']:.0f} | {rt} | {rm} |"
             )
+            if "compile_s" in r:
+                notes.append(f"{tokens}x{vocab} {impl}: compilation {r['compile_s']:.1f} s, not in time")
     for s in skipped:
         lines.append(f"| {s['tokens']} | {s['vocab']} | {s['impl']} | — | — | not run: {s['reason']} | |")
+    lines.append("")
+    lines.append("a = askd_chunked; for the liger_* rows a = askd_chunked_gkd (the same loss as Liger's).")
+    lines.extend(f"- {n}" for n in notes)
     return "\n".join(lines) + "\n"
 
 
@@ -464,7 +606,7 @@ def _plot(records: Sequence[dict[str, Any]], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     keys = sorted({(r["tokens"], r["vocab"]) for r in records})
-    order = [i for i in (*IMPLS, *EXTRA_IMPLS) if any(r["impl"] == i for r in records)]
+    order = [i for i in (*IMPLS, *EXTRA_IMPLS, *LIGER_IMPLS) if any(r["impl"] == i for r in records)]
     colours = {impl: f"C{k}" for k, impl in enumerate(order)}
     fig, axes = plt.subplots(2, len(keys), figsize=(3.6 * len(keys) + 1.0, 6.4), squeeze=False)
     quantities = (("time_s", "forward + backward (s)", "{:.1f}"), ("peak_mb", "peak memory (MB)", "{:.0f}"))
@@ -511,6 +653,8 @@ def run_loss_bench(
     repeats: int | None = None,
     chunk_size: int | None = None,
     extras: bool = True,
+    liger: bool | None = None,
+    only: Sequence[str] | None = None,
     progress: bool = True,
     memory_fraction: float = 0.7,
     worker_timeout: float = 5400.0,
@@ -521,6 +665,9 @@ def run_loss_bench(
     smallest first; an implementation whose predicted peak memory (its
     measured peak at the largest size run so far, scaled by tokens × vocab) exceeds
     ``memory_fraction`` of the memory available now is not run, and the details file says so.
+    ``liger``: run the Liger rows (:data:`LIGER_IMPLS`); ``None`` (default): when
+    ``liger-kernel`` is importable; ``True`` without it is an error. ``only``: run just these
+    implementations (names of :data:`STEPS`), in the usual order.
     """
     from tqdm import tqdm
 
@@ -535,6 +682,20 @@ def run_loss_bench(
     # The floor runs right after askd_chunked, so the ratio a/e sees the same machine state.
     impls = ["askd_chunked", "floor", *(i for i in IMPLS if i not in ("askd_chunked", "floor"))]
     impls += list(EXTRA_IMPLS) if extras else []
+    have_liger = liger_available()
+    if liger and not have_liger:
+        raise ValueError(
+            "liger=True but liger_kernel.chunked_loss does not import (pip install --no-deps liger-kernel)"
+        )
+    impls += list(LIGER_IMPLS) if (have_liger if liger is None else liger) else []
+    if only is not None:
+        unknown = sorted(set(only) - set(STEPS))
+        if unknown:
+            raise ValueError(f"unknown implementation(s) {unknown}; expected some of {sorted(STEPS)}")
+        if any(i.startswith("liger") for i in only) and not have_liger:
+            raise ValueError("Liger rows requested but liger_kernel.chunked_loss does not import")
+        impls = [i for i in ("askd_chunked", "floor", *STEPS) if i in only]
+        impls = list(dict.fromkeys(impls))
     reps = {impl: repeats or (QUICK_REPEATS.get(impl, 1) if quick else 3) for impl in impls}
     device_name = _device_name(device)
     records: list[dict[str, Any]] = []
@@ -576,15 +737,19 @@ def run_loss_bench(
                         "time_s": statistics.median(result["times_s"]),
                         "peak_mb": result["peak_mb"],
                         "device": device_name,
+                        **({"compile_s": result["compile_s"]} if "compile_s" in result else {}),
                     }
                 )
                 bar.update(1)
             details["configs"].append({"config": dataclasses.asdict(cfg), "results": results})
-    order = {impl: k for k, impl in enumerate((*IMPLS, *EXTRA_IMPLS))}
+    order = {impl: k for k, impl in enumerate((*IMPLS, *EXTRA_IMPLS, *LIGER_IMPLS))}
     records.sort(key=lambda r: (r["tokens"] * r["vocab"], r["tokens"], order[r["impl"]]))
     details["skipped"] = skipped
     details["ratios"] = ratios(records)
     details["targets_4096x32768"] = check_targets(records)
+    details["liger"] = "run" if any(r["impl"] in LIGER_IMPLS for r in records) else (
+        "not run: liger_kernel.chunked_loss does not import" if not have_liger else "not run: disabled"
+    )
     out_dir = Path(out_dir)
     atomic_write_json(out_dir / "loss-bench.json", records)
     atomic_write_json(out_dir / "loss-bench-details.json", details)
@@ -609,12 +774,20 @@ def _device_name(device: str) -> str:
 
 
 def _environment(device: str) -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
     import trl
 
+    try:
+        liger_version = version("liger-kernel")
+    except PackageNotFoundError:
+        liger_version = "not installed"
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "trl": trl.__version__,
+        "liger_kernel": liger_version,
+        "load_average_1_5_15": " ".join(f"{v:.2f}" for v in os.getloadavg()),
         "device": _device_name(device),
         "platform": platform.platform(),
     }

@@ -5,11 +5,16 @@
     askd bench loss --out runs/bench-loss --quick # 4096 tokens, vocab 32768 (~2 minutes)
     askd bench loss --out runs/bench-loss         # {1024,4096} tokens x vocab {32768,151936}
 
+When ``liger-kernel`` is importable, the rows ``askd_chunked_gkd``, ``liger_jsd`` (eager) and
+``liger_jsd_compiled`` (``torch.compile``) compare the same generalised JSD with Liger-Kernel's
+chunked loss (``--no-liger`` skips them).
+
 Writes ``loss-bench.json`` (one record per configuration and implementation:
-``tokens, hidden, vocab, impl, time_s, peak_mb, device``), ``loss-bench-details.json`` (every
-repeat, baseline memory, ratios, the acceptance checks, the environment), ``loss-bench.md`` (the
-table) and ``loss-bench.png`` (the plot). What each implementation computes and how time and
-memory are measured: :mod:`askd_ref.bench.loss` and ``docs/benchmarks.md``.
+``tokens, hidden, vocab, impl, time_s, peak_mb, device``, plus ``compile_s`` for a compiled
+row), ``loss-bench-details.json`` (every repeat, baseline memory, ratios, the acceptance
+checks, the environment and load average), ``loss-bench.md`` (the table) and
+``loss-bench.png`` (the plot). What each implementation computes and how time and memory are
+measured: :mod:`askd_ref.bench.loss` and ``docs/benchmarks.md``.
 """
 
 import argparse
@@ -53,7 +58,8 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
         "--repeats",
         type=int,
         default=None,
-        help="timed passes per implementation (default 3; --quick: 3 for askd_chunked and floor, else 1)",
+        help="timed passes per implementation (default 3; --quick: 3 for askd_chunked, floor, "
+        "askd_chunked_gkd and liger_jsd_compiled, else 1)",
     )
     parser.add_argument(
         "--chunk-size",
@@ -65,6 +71,17 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
         "--no-extras",
         action="store_true",
         help="skip the extra askd_seq_chunked row (always skipped by --quick)",
+    )
+    parser.add_argument(
+        "--no-liger",
+        action="store_true",
+        help="skip the Liger rows (askd_chunked_gkd, liger_jsd, liger_jsd_compiled); "
+        "they run by default when liger-kernel is importable",
+    )
+    parser.add_argument(
+        "--impls",
+        default=None,
+        help="comma-separated implementations to run instead of the default set, e.g. askd_chunked,floor",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
@@ -93,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
             repeats=args.repeats,
             chunk_size=args.chunk_size,
             extras=not (args.no_extras or args.quick),
+            liger=False if args.no_liger else None,
+            only=None if args.impls is None else [i.strip() for i in args.impls.split(",") if i.strip()],
             progress=not args.quiet,
         )
     except ValueError as exc:
