@@ -202,7 +202,7 @@ def test_run_file_takes_the_peer_options_and_a_distill_run_finishes(tmp_path, mo
         load_run_config(path)
     raw["loss"] = {"temprature": 2.0}
     path.write_text(yaml.safe_dump(raw))
-    with pytest.raises(ValueError, match=r"unknown key\(s\) \['temprature'\] in 'loss'"):
+    with pytest.raises(ValueError, match=r"unknown key 'temprature' in 'loss'; did you mean 'temperature'\?"):
         load_run_config(path)
     raw["loss"] = {}
     raw["method"] = "gkd"

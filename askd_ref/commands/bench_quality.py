@@ -39,7 +39,9 @@ def register(bench_subparsers: Any) -> None:
         choices=("exact_match", "digit_credit"),
         help="quality signal of the distillation: exact_match (r in {0,1}, default) or digit_credit (graded)",
     )
-    p.add_argument("--steps", type=int, default=None, help="distillation steps per run (default 200, as in the demo)")
+    p.add_argument(
+        "--steps", type=int, default=None, help="distillation steps per run (default 200, as in the demo)"
+    )
     p.add_argument("--docs", default=None, help="also rewrite the measured section of this Markdown file")
     p.add_argument("--figure", default=None, help="where the docs plot goes (default docs/figures/...)")
     p.add_argument("--device", default="cpu")

@@ -538,7 +538,7 @@ def measured_markdown(summary: Mapping[str, Any], figure: str) -> str:
     if summary["sweep"]:
         lines += [
             "",
-            "### ASKD options (§9), one change at a time",
+            "### Sweeps: one change at a time from the defaults (ASKD options of §9, learning rates)",
             "",
             "| variant | accuracy mean ± std | per seed | variant − askd defaults (paired, 95% CI) "
             "| paired t p |",

@@ -130,7 +130,7 @@ class ToySettings:
 #: A reduced configuration for a quick check of the stages and their guards (``askd demo
 #: --preset smoke``, the CI pipeline test): the demo's task, models, stopping rules and targets,
 #: with fewer evaluation problems and a short distillation (whose gain is not checked).
-SMOKE_SETTINGS = ToySettings(n_eval=400, n_dev=100, n_prompts=64, distill_steps=10, min_gain=None)
+SMOKE_SETTINGS = ToySettings(n_eval=400, n_prompts=64, distill_steps=10, min_gain=None)
 
 #: The named presets of ``askd demo --preset``.
 PRESETS: dict[str, ToySettings] = {"demo": ToySettings(), "smoke": SMOKE_SETTINGS}
