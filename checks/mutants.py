@@ -319,7 +319,8 @@ MUTANTS: dict[str, Mutant] = {
             _source_mutant(
                 _L,
                 "dense_askd_loss",
-                "per_sample = pool_sums(sums, lengths, opts.normalize)\n            terms.append(opts.lambda_tgo",
+                "per_sample = pool_sums(sums, lengths, opts.normalize)\n"
+                "            terms.append(opts.lambda_tgo",
                 'per_sample = pool_sums(sums, lengths, "sum")\n            terms.append(opts.lambda_tgo',
             ),
             (_T9D,),
