@@ -54,6 +54,8 @@ class ASKDOptions:
     lambda_sgo: float = 1.0
     lambda_dense: float = 0.0
     is_clip_eps: float = 0.2
+    sgo_length_correction: str = "none"
+    """Only ``"none"`` is ported; ``"uj"`` (mean-mode UJ correction) raises NotImplementedError."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -354,6 +356,8 @@ def sgo_loss(
     behaviour_logp: Any = None, options: Any = None, num_samples: int | None = None,
 ) -> LossResult:  # fmt: skip
     """E12 (on-policy) / E13 (off-policy): (1/N) Σ sg(ĉ)·S_θ(y), or the PPO-clipped ratio form."""
+    if _opts(options).sgo_length_correction != "none":
+        raise NotImplementedError("sgo_length_correction='uj' is not ported")
     loss, d = _sgo(
         student_token_logp, teacher_token_logp, mask, quality, behaviour_logp, _opts(options), num_samples
     )
