@@ -155,7 +155,7 @@ def run_demo(
     out_dir.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     cpu_start = time.process_time()
-    load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    load_start = _load()
     torch.manual_seed(seed)
     setup = make_setup(s, seed=seed)
     env = environment()
@@ -167,11 +167,12 @@ def run_demo(
 
     def stage(fn: Any, **kwargs: Any) -> None:
         try:
-            fn(setup, device=device, dtype=dtype, progress=progress, allow_miss=allow_miss, **kwargs)
+            record = fn(setup, device=device, dtype=dtype, progress=progress, allow_miss=allow_miss, **kwargs)
         except StageMissed as err:
-            atomic_write_json(out_dir / "results.json", _failed(setup, s, seed, env, str(err)))
+            failed = {"valid": False, "error": str(err), **_common(setup, seed, env)}
+            failed["timings_s"] = {k: round(v, 2) for k, v in setup.timings.items()}
+            atomic_write_json(out_dir / "results.json", failed)
             raise
-        record = setup.stages.get("teacher SFT" if fn is train_teacher else "student SFT")
         if record is not None and not record.reached:
             say(f"      !!! {record.stage} MISSED its target; continuing (--allow-miss), results INVALID")
 
@@ -231,8 +232,6 @@ def run_demo(
         },
     }
     results: dict[str, Any] = {
-        "teacher_accuracy": setup.teacher_eval.accuracy,
-        "student_accuracy_before": before.accuracy,
         "methods": {m: r.eval.accuracy for m, r in runs.items()},
         "n_eval": before.n,
         "stderr": {
@@ -268,20 +267,14 @@ def run_demo(
             "total_s": round(time.perf_counter() - t_start, 2),
             "cpu_s": round(time.process_time() - cpu_start, 2),
         },
-        "settings": dataclasses.asdict(s),
-        "seed": seed,
         "device": device,
         "dtype": dtype,
         "torch_threads": torch.get_num_threads(),
-        "stages": {k: dataclasses.asdict(v) for k, v in setup.stages.items()},
         "valid": all(v.reached for v in setup.stages.values()),
-        "expected": expected,
         "checks": checks,
-        "environment": {
-            **env,
-            "load_average_1min": [load_start, os.getloadavg()[0] if hasattr(os, "getloadavg") else None],
-        },
+        **_common(setup, seed, env),
     }
+    results["environment"]["load_average_1min"] = [load_start, _load()]
     atomic_write_json(out_dir / "results.json", results)
     plot_results(results, out_dir / "results.png")
     say("")
@@ -323,19 +316,23 @@ def format_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _failed(setup: ToySetup, s: ToySettings, seed: int, env: dict[str, Any], message: str) -> dict[str, Any]:
-    """The ``results.json`` of a run stopped by a missed stage (no accuracies to report)."""
+def _load() -> float | None:
+    """The 1-minute load average (CPU contention makes the timings of a run incomparable)."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
+def _common(setup: ToySetup, seed: int, env: dict[str, Any]) -> dict[str, Any]:
+    """What ``results.json`` records whether or not the run finished: stages, settings, seed,
+    expected ranges, environment, and the accuracies measured so far (``None`` before)."""
+    s = setup.settings
     return {
-        "valid": False,
-        "error": message,
-        "stages": {k: dataclasses.asdict(v) for k, v in setup.stages.items()},
         "teacher_accuracy": setup.teacher_eval.accuracy if setup.teacher_eval is not None else None,
         "student_accuracy_before": setup.student_eval.accuracy if setup.student_eval is not None else None,
-        "timings_s": {k: round(v, 2) for k, v in setup.timings.items()},
+        "stages": {k: dataclasses.asdict(v) for k, v in setup.stages.items()},
         "settings": dataclasses.asdict(s),
         "seed": seed,
         "expected": expected_ranges(s),
-        "environment": env,
+        "environment": dict(env),
     }
 
 

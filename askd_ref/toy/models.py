@@ -126,11 +126,21 @@ def sft_train(
     losses: list[float] = []
     bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False)
     shown: dict[str, str] = {}
+    # The toy pools are small (≈ 10⁴ problems) and every step re-draws from them: encoding is
+    # deterministic, so each string is tokenized once (a quarter of a tiny model's step otherwise).
+    prompt_ids: dict[str, list[int]] = {}
+    response_ids: dict[str, list[int]] = {}
+
+    def ids(cache: dict[str, list[int]], encode: Callable[[Any, str], list[int]], text: str) -> list[int]:
+        if text not in cache:
+            cache[text] = encode(tokenizer, text)
+        return cache[text]
+
     for step in bar:
         pairs = next_batch(step)
         batch = pad_batch(
-            [encode_prompt(tokenizer, p) for p, _ in pairs],
-            [encode_response(tokenizer, r) for _, r in pairs],
+            [ids(prompt_ids, encode_prompt, p) for p, _ in pairs],
+            [ids(response_ids, encode_response, r) for _, r in pairs],
             pad_id=tokenizer.pad_token_id,
         ).to(device)
         with torch.autocast(

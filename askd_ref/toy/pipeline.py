@@ -24,7 +24,7 @@ import dataclasses
 import os
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -227,10 +227,74 @@ def _accuracy(model: Any, setup: ToySetup, prompts: Sequence[Prompt]) -> float:
     return acc
 
 
-def _finish_stage(setup: ToySetup, record: StageRecord, hint: str, *, allow_miss: bool) -> None:
+def _finish_stage(setup: ToySetup, record: StageRecord, hint: str, *, allow_miss: bool) -> StageRecord:
     setup.stages[record.stage] = record
     if not record.reached and not allow_miss:
         raise StageMissed(record, hint)
+    return record
+
+
+@dataclasses.dataclass(frozen=True)
+class _SFTStage:
+    """One SFT stage with a stopping rule: what differs between the teacher and the student."""
+
+    desc: str
+    size: ModelSize
+    init_seed: int
+    dev: list[Prompt]
+    """Unseen problems the rule reads (their references: what the stage should reproduce)."""
+    batches: Callable[[int], list[tuple[str, str]]]
+    cap: int
+    lr: float
+    target: float | None
+    min_steps: int
+    check_every: int
+    metric_name: str
+    train_seed: int
+
+
+def _sft_stage(
+    setup: ToySetup, stage: _SFTStage, *, device: str, dtype: str, progress: bool
+) -> tuple[Any, int, float]:
+    """Build a fresh tiny Llama and SFT-train it until ``stage.target`` (checked on ``stage.dev``
+    every ``check_every`` steps from ``min_steps`` on) or the cap.
+
+    Returns the model (in eval mode), the steps taken and the rule's last reading.
+    """
+    model = tiny_llama(
+        setup.tokenizer,
+        hidden_size=stage.size.hidden_size,
+        num_layers=stage.size.num_layers,
+        num_heads=stage.size.num_heads,
+        seed=stage.init_seed,
+    )
+    last = [0.0]
+
+    def rule(step: int) -> Check:
+        if stage.target is None or step < stage.min_steps:
+            return Check(last[0], False)
+        last[0] = _accuracy(model, setup, stage.dev)
+        return Check(last[0], last[0] >= stage.target)
+
+    losses = sft_train(
+        model,
+        setup.tokenizer,
+        stage.batches,
+        steps=stage.cap,
+        lr=stage.lr,
+        device=device,
+        autocast_dtype=_autocast(dtype),
+        seed=stage.train_seed,
+        progress=progress,
+        desc=stage.desc,
+        stop=rule,
+        check_every=stage.check_every,
+        metric_name=stage.metric_name,
+    )
+    return model, len(losses), last[0]
+
+
+_HINT = "another --seed, or --allow-miss to continue with the results marked invalid"
 
 
 def train_teacher(
@@ -241,68 +305,49 @@ def train_teacher(
     dtype: str = "fp32",
     progress: bool = True,
     allow_miss: bool = False,
-) -> None:
+) -> StageRecord:
     """Train the teacher from scratch on flawed solutions until it reproduces its data.
 
     The stopping rule reads the dev *fit*: the fraction of unseen dev problems on which the
     teacher's greedy answer equals its (flawed) training data's answer. Once it reaches
     ``teacher_fit_target`` the teacher has learned the task and the flaw; its held-out accuracy
     is then ≈ 1 − the flaw's share and must lie in ``teacher_band``. Missing either raises
-    :class:`StageMissed` unless ``allow_miss``.
+    :class:`StageMissed` unless ``allow_miss``; the stage's record is returned (and kept in
+    ``setup.stages``).
     """
     s = setup.settings
     t0 = time.perf_counter()
-    model = tiny_llama(
-        setup.tokenizer,
-        hidden_size=s.teacher.hidden_size,
-        num_layers=s.teacher.num_layers,
-        num_heads=s.teacher.num_heads,
-        seed=1000 + teacher_seed,
-    )
     dev_problems = setup.pool.distinct(s.n_dev, seed=f"dev-{teacher_seed}")
-    dev = [Prompt(prompt=p.prompt, reference=str(p.flawed_answer(s.flaw))) for p in dev_problems]
     train_pool = setup.pool.without(dev_problems)  # the stopping rule sees unseen problems only
-    last = [0.0]
-
-    def fit(step: int) -> Check:
-        if step < s.teacher_min_steps:
-            return Check(last[0], False)
-        last[0] = _accuracy(model, setup, dev)
-        return Check(last[0], last[0] >= s.teacher_fit_target)
-
-    losses = sft_train(
-        model,
-        setup.tokenizer,
-        problem_batches(train_pool, s.sft_batch_size, seed=f"teacher-{teacher_seed}", flaw=s.flaw),
-        steps=s.teacher_max_steps,
-        lr=s.teacher_lr,
-        device=device,
-        autocast_dtype=_autocast(dtype),
-        seed=teacher_seed,
-        progress=progress,
+    stage = _SFTStage(
         desc="teacher sft",
-        stop=fit,
+        size=s.teacher,
+        init_seed=1000 + teacher_seed,
+        dev=[Prompt(prompt=p.prompt, reference=str(p.flawed_answer(s.flaw))) for p in dev_problems],
+        batches=problem_batches(train_pool, s.sft_batch_size, seed=f"teacher-{teacher_seed}", flaw=s.flaw),
+        cap=s.teacher_max_steps,
+        lr=s.teacher_lr,
+        target=s.teacher_fit_target,
+        min_steps=s.teacher_min_steps,
         check_every=s.teacher_check_every,
         metric_name="dev fit",
+        train_seed=teacher_seed,
     )
-    setup.teacher = model
-    setup.teacher_steps = len(losses)
+    trained = _sft_stage(setup, stage, device=device, dtype=dtype, progress=progress)
+    setup.teacher, setup.teacher_steps, fit = trained
     setup.timings["teacher_train_s"] = time.perf_counter() - t0
-    setup.teacher_eval = evaluate(setup, model, progress=progress, desc="eval teacher")
-    fitted = last[0] >= s.teacher_fit_target
+    setup.teacher_eval = evaluate(setup, setup.teacher, progress=progress, desc="eval teacher")
+    fitted = fit >= s.teacher_fit_target
     lo, hi = s.teacher_band
     acc = setup.teacher_eval.accuracy
     in_band = lo <= acc <= hi
     note = "" if in_band or not fitted else f"held-out accuracy {acc:.3f} outside the band [{lo}, {hi}]"
     record = StageRecord(
-        "teacher SFT", "dev fit to its training data", s.teacher_fit_target, last[0],
-        len(losses), s.teacher_max_steps, fitted and in_band, note,
+        "teacher SFT", "dev fit to its training data", s.teacher_fit_target, fit,
+        setup.teacher_steps, s.teacher_max_steps, fitted and in_band, note,
     )
-    _finish_stage(
-        setup, record,
-        "a larger step cap (ToySettings.teacher_max_steps), another --seed, or --allow-miss to continue "
-        "with the results marked invalid",
-        allow_miss=allow_miss,
+    return _finish_stage(
+        setup, record, f"a larger step cap (ToySettings.teacher_max_steps), {_HINT}", allow_miss=allow_miss
     )
 
 
@@ -313,63 +358,44 @@ def train_student_sft(
     dtype: str = "fp32",
     progress: bool = True,
     allow_miss: bool = False,
-) -> None:
+) -> StageRecord | None:
     """Initialise the student and train it briefly on reference solutions.
 
     Stops once its dev accuracy reaches ``student_target``; reaching the step cap first raises
-    :class:`StageMissed` unless ``allow_miss``.
+    :class:`StageMissed` unless ``allow_miss``. Returns the stage's record (``None`` when
+    ``student_target`` is ``None``: a fixed number of steps, no rule).
     """
     s = setup.settings
     t0 = time.perf_counter()
-    model = tiny_llama(
-        setup.tokenizer,
-        hidden_size=s.student.hidden_size,
-        num_layers=s.student.num_layers,
-        num_heads=s.student.num_heads,
-        seed=2000 + setup.seed,
-    )
     dev_problems = setup.pool.distinct(s.n_dev, seed=f"dev-student-{setup.seed}")
-    dev = [p.to_prompt() for p in dev_problems]
     train_pool = setup.pool.without(dev_problems)
-    target = s.student_target
-    last = [0.0]
-
-    def reached(step: int) -> Check:
-        if target is None or step < s.student_min_steps:
-            return Check(last[0], False)
-        last[0] = _accuracy(model, setup, dev)
-        return Check(last[0], last[0] >= target)
-
-    losses = sft_train(
-        model,
-        setup.tokenizer,
-        problem_batches(train_pool, s.sft_batch_size, seed=f"student-{setup.seed}"),
-        steps=s.student_sft_steps,
-        lr=s.student_lr,
-        device=device,
-        autocast_dtype=_autocast(dtype),
-        seed=setup.seed,
-        progress=progress,
+    stage = _SFTStage(
         desc="student sft",
-        stop=reached,
+        size=s.student,
+        init_seed=2000 + setup.seed,
+        dev=[p.to_prompt() for p in dev_problems],
+        batches=problem_batches(train_pool, s.sft_batch_size, seed=f"student-{setup.seed}"),
+        cap=s.student_sft_steps,
+        lr=s.student_lr,
+        target=s.student_target,
+        min_steps=s.student_min_steps,
         check_every=s.student_check_every,
         metric_name="dev acc",
+        train_seed=setup.seed,
     )
-    setup.student = model
-    setup.student_steps = len(losses)
+    trained = _sft_stage(setup, stage, device=device, dtype=dtype, progress=progress)
+    setup.student, setup.student_steps, acc = trained
     setup.timings["student_sft_s"] = time.perf_counter() - t0
-    setup.student_eval = evaluate(setup, model, progress=progress, desc="eval student (SFT)")
-    if target is not None:
-        record = StageRecord(
-            "student SFT", "dev accuracy", target, last[0], len(losses), s.student_sft_steps,
-            last[0] >= target,
-        )
-        _finish_stage(
-            setup, record,
-            "a larger step cap (ToySettings.student_sft_steps), another --seed, or --allow-miss to continue "
-            "with the results marked invalid",
-            allow_miss=allow_miss,
-        )
+    setup.student_eval = evaluate(setup, setup.student, progress=progress, desc="eval student (SFT)")
+    if s.student_target is None:
+        return None
+    record = StageRecord(
+        "student SFT", "dev accuracy", s.student_target, acc, setup.student_steps, s.student_sft_steps,
+        acc >= s.student_target,
+    )
+    return _finish_stage(
+        setup, record, f"a larger step cap (ToySettings.student_sft_steps), {_HINT}", allow_miss=allow_miss
+    )
 
 
 def teacher_outputs(setup: ToySetup, *, progress: bool = True) -> None:
