@@ -19,7 +19,8 @@ def example(tmp_path_factory):
     root = tmp_path_factory.mktemp("quickstart") / "demo-run"
     # capped far below their targets: the stages' guards are tested in test_demo.py; here only the path
     write_example(
-        root, teacher_steps=5, student_steps=5, train_prompts=8, test_prompts=4, progress=False, allow_miss=True
+        root, teacher_steps=5, student_steps=5, train_prompts=8, test_prompts=4,
+        progress=False, allow_miss=True,
     )
     return root
 
