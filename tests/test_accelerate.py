@@ -189,6 +189,38 @@ def test_two_process_ddp_matches_one_process(tmp_path):
 )
 def test_askd_distill_under_two_processes_reports_once(tmp_path):
     """``askd distill`` under ``accelerate launch``: one summary line, global numbers, exit 0."""
+    _toy_run(tmp_path, {"max_steps": 2}, evaluate=True)
+    cmd, env = _distill_under_two_processes(tmp_path / "run.yaml")
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=420)
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    summary = [line for line in proc.stdout.splitlines() if "steps, train loss" in line]
+    assert len(summary) == 1, proc.stdout  # only the main process prints
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["world_size"] == 2
+    assert metrics["eval"]["n"] == 4  # gathered from both ranks
+    logged = [h["loss"] for h in metrics["log_history"] if "loss" in h]
+    ends = [h["train_loss"] for h in metrics["log_history"] if "train_loss" in h]
+    assert ends == [metrics["train_loss"]]
+    if logged:  # every step logged: the final train loss is their mean
+        assert metrics["train_loss"] == pytest.approx(sum(logged) / len(logged), rel=1e-6)
+    assert f"train loss {metrics['train_loss']:.4f}" in summary[0]
+
+
+def _distill_under_two_processes(run_file):
+    """The ``accelerate launch`` command (2 CPU workers) of ``askd distill`` and its environment."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    accelerate = os.path.join(os.path.dirname(sys.executable), "accelerate")
+    if not os.path.exists(accelerate):
+        accelerate = shutil.which("accelerate") or "accelerate"
+    launch = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
+    launch += ["--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port())]
+    cmd = [*launch, "-m", "askd_ref.cli", "distill", "--config", str(run_file), "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": repo}
+    return cmd, env
+
+
+def _toy_run(tmp_path, training, *, evaluate=False):
+    """A tiny teacher/student pair, 8 TGOs (and 4 eval prompts) and a run file in ``tmp_path``."""
     import yaml
 
     from askd_ref.data import write_samples
@@ -204,37 +236,61 @@ def test_askd_distill_under_two_processes_reports_once(tmp_path):
         tmp_path / "tgo.jsonl",
         [p.to_sample(None if i % 3 else p.solution[::-1]) for i, p in enumerate(problems[:8])],
     )
-    with open(tmp_path / "eval.jsonl", "w", encoding="utf-8") as f:
-        for p in problems[8:]:
-            f.write(json.dumps({"prompt": p.prompt, "reference": p.reference}) + "\n")
     run = {
         "teacher": "teacher",
         "student": "student",
-        "data": {"train": "tgo.jsonl", "eval": "eval.jsonl"},
+        "data": {"train": "tgo.jsonl"},
         "method": "askd",
         "sgo": {"max_new_tokens": 6},
-        "eval": {"max_new_tokens": 6, "batch_size": 1},
-        "training": {"output_dir": "out", "max_steps": 2, "per_device_train_batch_size": 2, "seed": 0},
+        "training": {"output_dir": "out", "per_device_train_batch_size": 2, "seed": 0, **training},
     }
+    if evaluate:
+        with open(tmp_path / "eval.jsonl", "w", encoding="utf-8") as f:
+            for p in problems[8:]:
+                f.write(json.dumps({"prompt": p.prompt, "reference": p.reference}) + "\n")
+        run["data"]["eval"] = "eval.jsonl"
+        run["eval"] = {"max_new_tokens": 6, "batch_size": 1}
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(run))
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    accelerate = os.path.join(os.path.dirname(sys.executable), "accelerate")
-    if not os.path.exists(accelerate):
-        accelerate = shutil.which("accelerate") or "accelerate"
-    launch = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
-    launch += ["--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port())]
-    cmd = [*launch, "-m", "askd_ref.cli", "distill", "--config", str(tmp_path / "run.yaml"), "--no-progress"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": repo}
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=420)
-    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    summary = [line for line in proc.stdout.splitlines() if "steps, train loss" in line]
-    assert len(summary) == 1, proc.stdout  # only the main process prints
-    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert metrics["world_size"] == 2
-    assert metrics["eval"]["n"] == 4  # gathered from both ranks
-    logged = [h["loss"] for h in metrics["log_history"] if "loss" in h]
-    ends = [h["train_loss"] for h in metrics["log_history"] if "train_loss" in h]
-    assert ends == [metrics["train_loss"]]
-    if logged:  # every step logged: the final train loss is their mean
-        assert metrics["train_loss"] == pytest.approx(sum(logged) / len(logged), rel=1e-6)
-    assert f"train loss {metrics['train_loss']:.4f}" in summary[0]
+    return tmp_path / "run.yaml"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    shutil.which("accelerate") is None
+    and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "accelerate")),
+    reason="accelerate CLI not installed",
+)
+def test_ctrl_c_in_the_terminal_of_a_two_process_run_saves_a_checkpoint(tmp_path):
+    """A terminal's Ctrl-C sends SIGINT to the whole foreground process group: the launcher and
+    both workers. The launcher forwards it, so each worker gets it twice; the run still stops
+    after one step, saves a checkpoint, and exits 130 with one resume line."""
+    import signal
+
+    run_file = _toy_run(
+        tmp_path, {"max_steps": 100000, "logging_steps": 1, "save_strategy": "steps", "save_steps": 10**6}
+    )
+    cmd, env = _distill_under_two_processes(run_file)
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,  # its own process group, as in a terminal
+    )
+    lines = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # wait until training runs (a logged step), then press Ctrl-C
+            lines.append(line)
+            if line.startswith("{'loss'") and sum(ln.startswith("{'loss'") for ln in lines) >= 3:
+                os.killpg(proc.pid, signal.SIGINT)
+                break
+        rest, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:  # pragma: no cover - only on a hang
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    output = "".join(lines) + rest
+    assert proc.returncode == 130, output[-3000:]
+    checkpoints = [p for p in os.listdir(tmp_path / "out") if p.startswith("checkpoint-")]
+    assert len(checkpoints) == 1, (checkpoints, output[-3000:])
+    resume = [ln for ln in output.splitlines() if "continue with: askd distill" in ln]
+    assert len(resume) == 1, output[-3000:]  # only the main process reports
+    assert checkpoints[0] in resume[0]

@@ -133,3 +133,35 @@ def test_second_ctrl_c_aborts_without_saving(run_file):
 def test_resume_without_a_checkpoint_is_a_usage_error(run_file, capsys):
     assert main(["distill", "--config", str(run_file), "--resume"]) == 2
     assert "--resume: no complete checkpoint-N folder in" in capsys.readouterr().err
+
+
+def test_a_launchers_duplicate_sigint_is_the_same_ctrl_c(monkeypatch):
+    """Under ``accelerate launch`` a Ctrl-C reaches each worker twice within milliseconds (the
+    terminal's SIGINT to the process group, and the launcher's forwarded copy): that pair is one
+    stop request; a later second SIGINT still aborts. Without a launcher, a second SIGINT aborts."""
+    from askd_ref.engine.run import LAUNCHER_DUPLICATE_S, _InterruptState
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    state = _InterruptState()
+    state.on_sigint()
+    state.on_sigint()  # the forwarded copy: ignored
+    assert state.requested
+    state.first_at -= LAUNCHER_DUPLICATE_S  # a Ctrl-C pressed again later
+    with pytest.raises(KeyboardInterrupt):
+        state.on_sigint()
+
+    monkeypatch.delenv("WORLD_SIZE")
+    state = _InterruptState()
+    state.on_sigint()
+    with pytest.raises(KeyboardInterrupt):
+        state.on_sigint()
+
+
+def test_only_the_main_process_reports_a_saved_interrupt(monkeypatch, capsys):
+    err = RunInterrupted("stopped after step 3, checkpoint saved to out/checkpoint-3")
+    monkeypatch.setenv("RANK", "1")
+    assert report(err, "distill", debug=False) == 130
+    assert capsys.readouterr().err == ""
+    monkeypatch.setenv("RANK", "0")
+    assert report(err, "distill", debug=False) == 130
+    assert "interrupted: stopped after step 3" in capsys.readouterr().err

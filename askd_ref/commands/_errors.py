@@ -12,6 +12,7 @@ stderr naming the problem and, where there is one, the fix, and into the exit co
 The traceback is printed only with ``--debug``.
 """
 
+import os
 import sys
 import traceback
 
@@ -51,6 +52,8 @@ def report(err: BaseException, command: str, *, debug: bool) -> int:
         traceback.print_exception(err)
     prefix = f"askd {command}" if command else "askd"
     if isinstance(err, KeyboardInterrupt):
+        if isinstance(err, RunInterrupted) and os.environ.get("RANK", "0") not in ("", "0"):
+            return 130  # every rank stopped after the same step; the main process says so once
         detail = f": {err}" if str(err) else " (nothing saved since the last checkpoint)"
         print(f"{prefix}: interrupted{detail}", file=sys.stderr)
         return 130

@@ -124,7 +124,7 @@ def write_example(
     if not progress:
         import transformers
 
-        transformers.utils.logging.disable_progress_bar()  # save_pretrained's shard bar
+        transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # shard bar
     for name, model in (("teacher", setup.teacher), ("student", setup.student)):
         model.save_pretrained(root / name)
         setup.tokenizer.save_pretrained(root / name)

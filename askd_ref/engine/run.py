@@ -44,6 +44,7 @@ import shutil
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -497,24 +498,45 @@ def _check_output_dir(
     return checkpoint
 
 
+#: Under a launcher, a SIGINT this soon after the first is the same Ctrl-C delivered twice: once
+#: from the terminal to the process group, once forwarded by ``accelerate launch``/``torchrun``.
+LAUNCHER_DUPLICATE_S = 1.0
+
+
 class _InterruptState:
     """What the SIGINT handler and the stop callback share."""
 
     def __init__(self) -> None:
         self.requested = False
         self.stopped_at: int | None = None
+        self.first_at = 0.0
+
+    def on_sigint(self) -> None:
+        """First SIGINT: request a stop. Second: ``KeyboardInterrupt`` (abort at once).
+
+        Under a launcher (``WORLD_SIZE`` set) a second SIGINT within ``LAUNCHER_DUPLICATE_S``
+        of the first is the launcher's forwarded copy of the same Ctrl-C and is ignored.
+        """
+        now = time.monotonic()
+        if self.requested:
+            if "WORLD_SIZE" in os.environ and now - self.first_at < LAUNCHER_DUPLICATE_S:
+                return
+            raise KeyboardInterrupt
+        self.requested = True
+        self.first_at = now
 
     @contextlib.contextmanager
     def catching_sigint(self) -> Iterator[None]:
-        """First SIGINT: request a stop. Second: ``KeyboardInterrupt`` (abort at once)."""
+        """Install :meth:`on_sigint` as the SIGINT handler for the duration (main thread only)."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
 
         def handler(signum: int, frame: Any) -> None:
-            if self.requested:
-                raise KeyboardInterrupt
-            self.requested = True
+            already = self.requested
+            self.on_sigint()
+            if already:
+                return
             if _launch_rank() == 0:
                 note = (
                     "stopping after this step and saving a checkpoint (Ctrl-C again to abort without saving)"
