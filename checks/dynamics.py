@@ -130,10 +130,27 @@ def t11_cases(seed: int, options: askd_ref.ASKDOptions) -> list[StepResult]:
 
 
 def clip_idempotence_gap(options: askd_ref.ASKDOptions) -> float:
-    """max |C(ĉ) − ĉ| at h = 1 over Δ ∈ [−700, 700], C(c) = c − max(c, 0) the h = 1 clip."""
-    d = torch.linspace(-700.0, 700.0, 14001, dtype=F64)
-    c_hat = askd_ref.clipped_sgo_coefficient(d, 1.0, options=options)
-    return float((c_hat - torch.clamp(c_hat, min=0.0) - c_hat).abs().max())
+    """max |c(Δ) − c(min(Δ, 0))| over Δ ∈ [−50, 50] at quality 1 (h = 1), c the coefficient
+    askd_ref.sgo_loss puts on the score S̄ (read by autograd from the loss, one token per sample).
+
+    At h = 1 the clip is a projection onto the pull-up side: ĉ(Δ, 1) = min(c̃(Δ; α), 0) =
+    ĉ(min(Δ, 0), 1) (sign c̃ = sign Δ), so clipping the sample's log-ratio first changes nothing
+    (idempotence). The two sides are different inputs to the loss, not the same output twice."""
+    d = torch.linspace(-50.0, 50.0, 2001, dtype=F64)
+
+    def coefficients(delta: Tensor) -> Tensor:
+        s = torch.full((delta.shape[0], 1), -60.0, dtype=F64, requires_grad=True)  # log p = s − Δ ≤ 0
+        out = askd_ref.sgo_loss(
+            student_token_logp=s,
+            teacher_token_logp=(s - delta[:, None]).detach(),
+            mask=torch.ones(delta.shape[0], 1, dtype=torch.bool),
+            quality=1.0,
+            options=options,
+        )
+        (g,) = torch.autograd.grad(out.loss, s)
+        return g[:, 0] * delta.shape[0]
+
+    return float((coefficients(d) - coefficients(torch.clamp(d, max=0.0))).abs().max())
 
 
 @functools.cache
