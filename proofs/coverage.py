@@ -8,6 +8,8 @@ behaviour but could not fail because of askd_ref), **certified** (interval arith
 branch and bound, ``python -m proofs.certify``, T13).
 """
 
+from proofs.certify import CONSTANTS, INEQUALITIES
+
 __all__ = ["COVERAGE", "coverage_table"]
 
 #: label → (derived symbolically, other backing, where it is checked numerically).
@@ -57,13 +59,32 @@ COVERAGE: tuple[tuple[str, str, str, str], ...] = (
     ),
     ("T9", "—", "—", "checked numerically (exact enumeration)"),
     ("T9d", "—", "—", "checked numerically (exact enumeration)"),
-    ("T10", "—", "—", "illustrated: Hoeffding envelope and slope on a generic bounded loss"),
-    ("T11", "—", "—", "checked numerically (one SGD step on sgo_loss); idempotence illustrated"),
-    ("T12", "—", "—", "illustrated (GRPO-like advantages); ASKD side partly"),
+    (
+        "T10",
+        "—",
+        "—",
+        "checked numerically: tgo_loss/sgo_loss estimators (defaults) against the enumerated objective, "
+        "Bernstein envelope from the exact variance, variance ratio; illustrated: Hoeffding envelope "
+        "and slope on a generic bounded loss",
+    ),
+    (
+        "T11",
+        "—",
+        "—",
+        "checked numerically (one SGD step on sgo_loss; sgo_loss at h = 1 gives Δ and min(Δ, 0) the "
+        "same coefficient)",
+    ),
+    (
+        "T12",
+        "—",
+        "—",
+        "checked numerically on advantage_kd_loss and sgo_loss (quality sensitivity against closed "
+        "form and certified constant; SGD on each loss); illustrated: group_advantages, KL under A < 0",
+    ),
     (
         "T13",
         "—",
-        "python -m proofs.certify (mpmath iv): 22 inequalities, 19 constants",
+        f"python -m proofs.certify (mpmath iv): {len(INEQUALITIES)} inequalities, {len(CONSTANTS)} constants",
         "fast subset in checks/test_t13_certified.py; full run a slow test",
     ),
 )
