@@ -53,8 +53,8 @@ COVERAGE: tuple[tuple[str, str, str, str], ...] = (
         "T8",
         "the spec's bounds",
         "certified (T13): the two-outcome bounds, K_F and K_R enclosed at five α, the spec's SRKL "
-        "bound's steps; prose: two outcomes are the worst case (proved for K_F and for K_R at "
-        "α ≤ 0.31, checks/sharp.py)",
+        "bound's steps; prose: two outcomes are the worst case for every α (checks/sharp.py: "
+        "superadditivity for K_F, a convex-envelope argument for K_R)",
         "checked numerically: both sharp constants bound and are attained; search for K_R",
     ),
     ("T9", "—", "—", "checked numerically (exact enumeration)"),

@@ -109,7 +109,7 @@ def render_certified() -> str:
         "distributions of any size; the rows certify the per-outcome lemmas their derivations sum (T7: "
         "Gibbs, p/m ≤ 1/α, convexity in α; T8: x·log(1/x) ≤ 1/e) and the two-outcome problems whose suprema "
         "are K_F and K_R. That the two-outcome problem is the worst vocabulary is argued in prose "
-        "(`checks/sharp.py`: proved for K_F, for K_R when α ≤ 0.31, searched numerically beyond). Sharp "
+        "for every α (`checks/sharp.py`: superadditivity for K_F, a convex-envelope argument for K_R). Sharp "
         "constants: an interval branch and bound for the supremum, independent of the closed form, encloses "
         "it; the last column says the closed form lies inside. `--fast` runs a subset in `make test` "
         "(`checks/test_t13_certified.py`); the full run is a slow test that also requires this table to be "
