@@ -342,8 +342,9 @@ def _certify_piece(ineq: Inequality, piece: Piece, tally: Tally) -> None:
         )
         value = piece.box[piece.var][0 if piece.end == "lo" else 1]
         face = piece.face
-        if face.box[piece.var] != (value, value):
-            raise CertificationError(f"{ineq.statement}: the face is not at {sym} = {value}")
+        expected = (*piece.box[: piece.var], (value, value), *piece.box[piece.var + 1 :])
+        if face.box != expected:
+            raise CertificationError(f"{ineq.statement}: the face {face.box} is not {expected}")
         _certify_piece(ineq, face, tally)
     else:
         tally.methods.add("exact")
