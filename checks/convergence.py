@@ -155,7 +155,7 @@ def measure_t10() -> ConvergenceResult:
 # --------------------------------------------------------------------------- askd_ref's estimators
 
 #: Sample sizes and repetitions of the estimator check (mean mode, soft gate, linear schedule).
-EST_N_VALUES = (64, 256, 1024)
+EST_N_VALUES = (64, 256, 512)
 EST_REPS = 100
 EST_SEED = 11
 EST_INSTANCE = (3, 3, 0, 1.0)  # vocab, max length, seed, logit scale (checks.meanmode)

@@ -39,7 +39,7 @@ def test_t10_loss_is_uniformly_lipschitz_in_alpha() -> None:
 def test_t10_askd_estimators_stay_under_a_tight_bernstein_envelope() -> None:
     """askd_ref's tgo_loss / sgo_loss gradients on sampled batches (defaults: mean mode, soft gate,
     quality-adaptive α) converge to the enumerated ∇J_T^mean / ∇D_ĉ: in each of R = 100
-    repetitions per n ∈ {64, 256, 1024}, every coordinate stays within its Bernstein envelope
+    repetitions per n ∈ {64, 256, 512}, every coordinate stays within its Bernstein envelope
     (exact σ_k and range from the closed forms, level δ/d), except in at most the binomial
     critical count of repetitions (false-failure rate ≤ 1e-4 per n for a correct estimator).
     The envelope is within 3× of the measured 95% quantile of the normalised deviation.

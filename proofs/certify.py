@@ -604,7 +604,6 @@ def _inequalities() -> tuple[Inequality, ...]:
             ),
         ),
         reference=lambda t, a: -sp.log(a) - (1 - a) - c_tilde_of(_t_core(t, a), a),
-        fast=True,
     )
     out.append(cap)
     out.append(
@@ -622,6 +621,7 @@ def _inequalities() -> tuple[Inequality, ...]:
                 ),
             ),
             reference=lambda t, a: -sp.log(a) - c_det_of(_t_core(t, a), a),
+            fast=True,
         )
     )
     # sign(c̃) = sign(Δ): Δ ≥ 0 ⇔ u = 1 + v(1/α − 1), v ∈ [0, 1]; Δ ≤ 0 ⇔ u = v ∈ [0, 1].
