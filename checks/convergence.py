@@ -150,3 +150,116 @@ def measure_t10() -> ConvergenceResult:
         eta=eta,
         bound_b=bound_b,
     )
+
+
+# --------------------------------------------------------------------------- askd_ref's estimators
+
+#: Sample sizes and repetitions of the estimator check (mean mode, soft gate, linear schedule).
+EST_N_VALUES = (64, 256, 512)
+EST_REPS = 100
+EST_SEED = 11
+EST_INSTANCE = (3, 3, 0, 1.0)  # vocab, max length, seed, logit scale (checks.meanmode)
+
+
+@dataclasses.dataclass(frozen=True)
+class EstimatorResult:
+    """T10 on askd_ref's Monte-Carlo gradient estimators, per estimator ("tgo", "sgo").
+
+    ``max_z[n]`` are the per-repetition statistics max_k |ĝ_k − g_k|/ε_k (ε_k the Bernstein
+    envelope of coordinate k at level δ/d), ``exceed[n]`` the repetitions with max_z > 1,
+    ``q95[n]`` their 95% quantile (envelope/quantile = 1/q95), ``variance_ratio[n]`` the measured
+    Σ_k Var(ĝ_k) over the exact Σ_k σ_k²/n, ``bias_z`` max_k |pooled mean − g_k| over its own
+    Bernstein envelope at level 1e-4/d (all n pooled)."""
+
+    name: str
+    dim: int
+    max_z: dict[int, tuple[float, ...]]
+    exceed: dict[int, int]
+    q95: dict[int, float]
+    variance_ratio: dict[int, float]
+    bias_z: float
+    critical_count: int
+
+
+def _bernstein(sigma: np.ndarray, b: np.ndarray, n: int, delta: float) -> np.ndarray:
+    """ε with P(|mean_n − μ| ≥ ε) ≤ delta for i.i.d. X, Var X = σ², |X − μ| ≤ b (Bernstein)."""
+    big_l = math.log(2 / delta)
+    return (b * big_l / 3 + np.sqrt((b * big_l / 3) ** 2 + 2 * n * sigma**2 * big_l)) / n
+
+
+@functools.cache
+def measure_t10_estimators() -> dict[str, EstimatorResult]:
+    """askd_ref's tgo_loss (y ∼ p) and sgo_loss (y ∼ q, on-policy) on sampled batches, defaults.
+
+    Target: the exact gradient of the objective each estimator follows in mean mode (T1m),
+    enumerated independently of askd_ref: ∇J_T^mean and ∇D_ĉ (checks.meanmode). The per-sample
+    gradients g_y = −w(Δ̄_y; α_T(r_y))∇S̄(y) and ĉ(Δ̄_y, r_y)∇S̄(y) are written from the closed
+    forms there, and give the exact per-coordinate σ_k and range b_k that the envelopes use.
+    """
+    from checks.meanmode import alpha_t, c_hat, d_objective, j_t_mean, mean_instance
+
+    inst = mean_instance(*EST_INSTANCE)
+    opts = askd_ref.ASKDOptions()
+    theta = inst.theta
+    n_rows = inst.rows.shape[0]
+    score_grads = torch.stack(
+        [torch.autograd.grad(inst.q_lp[i] / inst.lengths[i], theta)[0].reshape(-1) for i in range(n_rows)]
+    )  # ∇S̄(y), (N, d)
+    d_bar = inst.delta_bar().detach()
+    a_t = alpha_t(inst.quality, opts)
+    w = torch.sigmoid(d_bar - torch.log(a_t / (1 - a_t)))
+    setups = {
+        "tgo": (
+            inst.p_lp.exp().detach(),
+            -w[:, None] * score_grads,
+            torch.autograd.grad(j_t_mean(inst, opts), theta)[0].reshape(-1),
+        ),
+        "sgo": (
+            inst.q_lp.exp().detach(),
+            c_hat(d_bar, inst.quality, opts)[:, None] * score_grads,
+            torch.autograd.grad(d_objective(inst, opts), theta)[0].reshape(-1),
+        ),
+    }
+    gen = torch.Generator().manual_seed(EST_SEED)
+    critical = int(stats.binom.isf(FALSE_FAILURE, EST_REPS, DELTA))
+    out: dict[str, EstimatorResult] = {}
+    for name, (weights, per_sample, target) in setups.items():
+        keep = per_sample.abs().amax(0) > 1e-12  # coordinates the estimator can move
+        dim = int(keep.sum())
+        mean = (weights[:, None] * per_sample).sum(0)
+        sigma = torch.sqrt((weights[:, None] * (per_sample - mean) ** 2).sum(0))[keep].numpy()
+        b = (per_sample - mean).abs().amax(0)[keep].numpy()
+        g = target[keep].numpy()
+        max_z: dict[int, tuple[float, ...]] = {}
+        exceed: dict[int, int] = {}
+        q95: dict[int, float] = {}
+        var_ratio: dict[int, float] = {}
+        pooled = np.zeros(dim)
+        pooled_count = 0
+        for n in EST_N_VALUES:
+            eps = _bernstein(sigma, b, n, DELTA / dim)
+            estimates = np.empty((EST_REPS, dim))
+            for rep in range(EST_REPS):
+                idx = torch.multinomial(weights, n, replacement=True, generator=gen)
+                q_tok = inst.q_tok[idx]
+                loss_fn = askd_ref.tgo_loss if name == "tgo" else askd_ref.sgo_loss
+                loss = loss_fn(
+                    student_token_logp=q_tok,
+                    teacher_token_logp=inst.p_tok[idx],
+                    mask=inst.mask[idx],
+                    quality=inst.quality[idx],
+                    options=opts,
+                ).loss
+                (grad,) = torch.autograd.grad(loss, theta)
+                estimates[rep] = grad.reshape(-1)[keep].numpy()
+            z = (np.abs(estimates - g[None, :]) / eps[None, :]).max(1)
+            max_z[n] = tuple(float(x) for x in z)
+            exceed[n] = int((z > 1).sum())
+            q95[n] = float(np.quantile(z, 0.95))
+            var_ratio[n] = float(estimates.var(0, ddof=1).sum() / (sigma**2 / n).sum())
+            pooled += estimates.sum(0) * n
+            pooled_count += EST_REPS * n
+        pooled_eps = _bernstein(sigma, b, pooled_count, 1e-4 / dim)
+        bias_z = float((np.abs(pooled / pooled_count - g) / pooled_eps).max())
+        out[name] = EstimatorResult(name, dim, max_z, exceed, q95, var_ratio, bias_z, critical)
+    return out

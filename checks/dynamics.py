@@ -130,10 +130,27 @@ def t11_cases(seed: int, options: askd_ref.ASKDOptions) -> list[StepResult]:
 
 
 def clip_idempotence_gap(options: askd_ref.ASKDOptions) -> float:
-    """max |C(ĉ) − ĉ| at h = 1 over Δ ∈ [−700, 700], C(c) = c − max(c, 0) the h = 1 clip."""
-    d = torch.linspace(-700.0, 700.0, 14001, dtype=F64)
-    c_hat = askd_ref.clipped_sgo_coefficient(d, 1.0, options=options)
-    return float((c_hat - torch.clamp(c_hat, min=0.0) - c_hat).abs().max())
+    """max |c(Δ) − c(min(Δ, 0))| over Δ ∈ [−50, 50] at quality 1 (h = 1), c the coefficient
+    askd_ref.sgo_loss puts on the score S̄ (read by autograd from the loss, one token per sample).
+
+    At h = 1 the clip is a projection onto the pull-up side: ĉ(Δ, 1) = min(c̃(Δ; α), 0) =
+    ĉ(min(Δ, 0), 1) (sign c̃ = sign Δ), so clipping the sample's log-ratio first changes nothing
+    (idempotence). The two sides are different inputs to the loss, not the same output twice."""
+    d = torch.linspace(-50.0, 50.0, 2001, dtype=F64)
+
+    def coefficients(delta: Tensor) -> Tensor:
+        s = torch.full((delta.shape[0], 1), -60.0, dtype=F64, requires_grad=True)  # log p = s − Δ ≤ 0
+        out = askd_ref.sgo_loss(
+            student_token_logp=s,
+            teacher_token_logp=(s - delta[:, None]).detach(),
+            mask=torch.ones(delta.shape[0], 1, dtype=torch.bool),
+            quality=1.0,
+            options=options,
+        )
+        (g,) = torch.autograd.grad(out.loss, s)
+        return g[:, 0] * delta.shape[0]
+
+    return float((coefficients(d) - coefficients(torch.clamp(d, max=0.0))).abs().max())
 
 
 @functools.cache
@@ -223,4 +240,122 @@ def measure_t12() -> dict[str, float]:
         "c_hat_cap": -math.log(0.1) - 0.9,
         "c_hat_at_delta_zero": float(at_zero.abs().max()),
         "divergence_at_p_equals_q": zero_divs,
+    }
+
+
+# --------------------------------------------------------------------------- T12 on the losses
+
+T12_GROUP = 8
+T12_STEPS = 150
+
+
+def _sgo_coefficients(method: str, quality: Tensor, delta: Tensor) -> Tensor:
+    """The coefficient c_j each loss puts on the score S̄(y_j) of SGO j: c_j = N_S·∂L/∂S̄_j.
+
+    One group of SGOs with mean-mode scores S̄_j (one token each, so S̄ = ℓq) and Δ_j = ℓq − ℓp.
+    ``method`` "askd": askd_ref.sgo_loss with the defaults; "advantage_kd": the SGO term of
+    askd_ref.advantage_kd_loss (ε_A = 1e-4 default), whose coefficient is −A_j.
+    """
+    n = quality.shape[0]
+    s = torch.full((n, 1), -1.0, dtype=F64, requires_grad=True)
+    t = (s - delta[:, None]).detach()
+    mask = torch.ones(n, 1, dtype=torch.bool)
+    if method == "askd":
+        loss = askd_ref.sgo_loss(student_token_logp=s, teacher_token_logp=t, mask=mask, quality=quality).loss
+    else:
+        full = torch.log_softmax(torch.zeros(n, 1, 3, dtype=F64), -1)
+        batch = askd_ref.DistillBatch(
+            mask=mask,
+            is_tgo=torch.zeros(n, dtype=torch.bool),
+            quality=quality,
+            student_token_logp=s,
+            student_logp=full,
+            teacher_logp=full,
+            group=torch.zeros(n, dtype=torch.long),
+        )
+        loss = askd_ref.advantage_kd_loss(batch).loss
+    (g,) = torch.autograd.grad(loss, s)
+    return g[:, 0] * n
+
+
+def _trajectory(method: str) -> tuple[list[float], list[float]]:
+    """SGD on one method's SGO loss for a categorical student q = softmax(z) (V = 6), teacher p.
+
+    The group is the 6 outcomes, y_5 of low quality (r = 0, below the group mean, so A_5 < 0) and
+    the others r = 1; every step evaluates the loss on the 6 SGOs (token log-probs of q and p) and
+    takes an SGD step on z. Returns log q(y_5) − log p(y_5) and KL(p‖q) after every step.
+    """
+    gen = torch.Generator().manual_seed(12)
+    p = torch.log_softmax(torch.randn(6, generator=gen, dtype=F64), -1)
+    z = (p + 0.1 * torch.randn(6, generator=gen, dtype=F64)).clone().requires_grad_(True)
+    quality = torch.ones(6, dtype=F64)
+    quality[5] = 0.0
+    opt = torch.optim.SGD([z], lr=0.5)
+    mask = torch.ones(6, 1, dtype=torch.bool)
+    log_ratio, kls = [], []
+    for _ in range(T12_STEPS):
+        logq = torch.log_softmax(z, -1)
+        s = logq[:, None]
+        if method == "askd":
+            loss = askd_ref.sgo_loss(
+                student_token_logp=s, teacher_token_logp=p[:, None], mask=mask, quality=quality
+            ).loss
+        else:
+            batch = askd_ref.DistillBatch(
+                mask=mask,
+                is_tgo=torch.zeros(6, dtype=torch.bool),
+                quality=quality,
+                student_token_logp=s,
+                student_logp=logq[None, None, :].expand(6, 1, 6),
+                teacher_logp=p[None, None, :].expand(6, 1, 6),
+                group=torch.zeros(6, dtype=torch.long),
+            )
+            loss = askd_ref.advantage_kd_loss(batch).loss
+        opt.zero_grad()
+        loss.backward()  # type: ignore[no-untyped-call]
+        opt.step()
+        with torch.no_grad():
+            logq = torch.log_softmax(z, -1)
+            log_ratio.append(float(logq[5] - p[5]))
+            kls.append(float(askd_ref.forward_kl(teacher_logp=p, student_logp=logq)))
+    return log_ratio, kls
+
+
+@functools.cache
+def measure_t12_losses() -> dict[str, float]:
+    """T12 on askd_ref's own losses: sgo_loss (defaults) against advantage_kd_loss.
+
+    * quality sensitivity at zero dispersion: group r = (1, …, 1, 1 − η), Δ = 2 for every SGO;
+      the coefficient each loss puts on the last SGO's score, differenced between η = 1e-6 and
+      η = 0 and divided by η;
+    * dynamics: :func:`_trajectory` for both losses.
+    """
+    g = T12_GROUP
+    delta = torch.full((g,), 2.0, dtype=F64)
+    eta = 1e-6
+
+    def last(method: str, e: float) -> float:
+        r = torch.ones(g, dtype=F64)
+        r[-1] = 1 - e
+        return float(_sgo_coefficients(method, r, delta)[-1])
+
+    ratio_adv, kl_adv = _trajectory("advantage_kd")
+    ratio_askd, kl_askd = _trajectory("askd")
+    a_lo = askd_ref.ASKDOptions().alpha_lo
+    return {
+        "adv_slope": abs(last("advantage_kd", eta) - last("advantage_kd", 0.0)) / eta,
+        # |A(η)|/η = ((G − 1)/G)/(η√(G − 1)/G + ε_A) for r = (1, …, 1, 1 − η), population std
+        "adv_slope_predicted": ((g - 1) / g) / (eta * math.sqrt(g - 1) / g + 1e-4),
+        "adv_coef_at_zero_dispersion": last("advantage_kd", 0.0),
+        "askd_slope": abs(last("askd", eta) - last("askd", 0.0)) / eta,
+        "askd_sharp_constant": sharp_quality_constant(askd_ref.ASKDOptions()),
+        "askd_coef_top_quality": last("askd", 0.0),
+        "adv_log_ratio_end": ratio_adv[-1],
+        "adv_log_ratio_drop_last_100": ratio_adv[-101] - ratio_adv[-1],
+        "adv_kl_end": kl_adv[-1],
+        "askd_log_ratio_min": min(ratio_askd),
+        "askd_log_ratio_end": ratio_askd[-1],
+        "askd_kl_end": kl_askd[-1],
+        "askd_kl_max": max(kl_askd),
+        "c_det_floor": math.log(a_lo),
     }

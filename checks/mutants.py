@@ -172,6 +172,9 @@ class Mutant:
 _T1 = "checks/test_t1_exactness.py"
 _T1M = "checks/test_t1m_mean_mode.py"
 _T9D = "checks/test_t9d_dense.py"
+_T10 = (
+    "checks/test_t10_uniform_convergence.py::test_t10_askd_estimators_stay_under_a_tight_bernstein_envelope"
+)
 _L = "askd_ref.losses"
 MUTANTS: dict[str, Mutant] = {
     m.name: m
@@ -298,6 +301,14 @@ MUTANTS: dict[str, Mutant] = {
                 "per_sample = pool_sums",
             ),
             (_T9D,),
+        ),
+        Mutant(
+            "tgo_divided_by_token_count",
+            "tgo_loss divided by the batch's token count instead of its sample count",
+            _source_mutant(
+                _L, "tgo_loss", "loss = -(w * score).sum() / n", "loss = -(w * score).sum() / m.sum()"
+            ),
+            (_T10,),
         ),
         Mutant(
             "dense_srkl_ignores_mixture_grad",

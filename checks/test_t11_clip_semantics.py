@@ -1,7 +1,7 @@
 """T11: one small SGD step on ℓ_S alone (askd_ref.sgo_loss, a tiny neural AR model) never lowers
 log q(y) of a top-quality SGO (h(r) = 1) and lowers it for a low-quality SGO with Δ > 0; the
-measured change agrees with the first-order prediction −η⟨∇ℓ_S, ∇log q(y)⟩; clipping is
-idempotent."""
+measured change agrees with the first-order prediction −η⟨∇ℓ_S, ∇log q(y)⟩; at h = 1 the clip is
+idempotent: sgo_loss gives Δ and min(Δ, 0) the same coefficient."""
 
 import pytest
 from hypothesis import given, settings
@@ -42,6 +42,12 @@ def test_t11_low_quality_unsupported_sgo_is_pushed_down(seed: int, normalize: st
     _first_order(low_pos)
 
 
+@pytest.mark.parametrize("normalize", ["sum", "mean"])
 @pytest.mark.parametrize("pullup", ["fixed", "adaptive"])
-def test_t11_clip_is_idempotent(pullup: str) -> None:
-    assert clip_idempotence_gap(askd_ref.ASKDOptions().replace(sgo_pullup=pullup)) == 0.0
+def test_t11_clip_is_idempotent(pullup: str, normalize: str) -> None:
+    """At h = 1, sgo_loss's coefficient for Δ equals its coefficient for min(Δ, 0): clipping the
+    log-ratio first changes nothing. Catches: a push-down that leaks through at h(r) = 1 (gate
+    applied to the pull-up, h(1) < 1, max(ĉ, 0) not removed), a pull-up that depends on the
+    positive part of Δ."""
+    options = askd_ref.ASKDOptions().replace(sgo_pullup=pullup, normalize=normalize)
+    assert clip_idempotence_gap(options) == 0.0

@@ -82,8 +82,8 @@ def test_t8_sharp_constants_are_attained() -> None:
 
 
 def test_t8_sharp_srkl_constant_is_not_beaten_by_search() -> None:
-    """Gradient ascent over (p, q) with 3 and 5 outcomes never exceeds K_R(α) (the part of the
-    sharpness claim that is numerical for α > 0.31) nor K_F(α)."""
+    """Gradient ascent over (p, q) with 3 and 5 outcomes never exceeds K_R(α) nor K_F(α): an
+    independent numerical check of the reduction to two outcomes proved in checks/sharp.py."""
     from checks.sharp import skl_sharp, srkl_sharp
 
     torch.manual_seed(0)
