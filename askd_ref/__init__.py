@@ -13,10 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from askd_ref._validation import is_validation_enabled, set_validation, validation_disabled
     from askd_ref.baselines import (
-        LOSS_FUNCTIONS,
-        METHODS,
         advantage_kd_loss,
-        compute_loss,
         distillm2_loss,
         distillm_loss,
         gkd_loss,
@@ -44,6 +41,7 @@ if TYPE_CHECKING:
         sgo_loss,
         tgo_loss,
     )
+    from askd_ref.methods import LOSS_FUNCTIONS, METHODS, compute_loss
     from askd_ref.options import ASKDOptions
     from askd_ref.schedules import hard_gate, quality_gate, sgo_alpha, soft_gate, tgo_alpha
     from askd_ref.sequence import sequence_log_ratio, token_log_probs
@@ -62,15 +60,15 @@ __version__ = "0.1.0"
 _EXPORTS: dict[str, str] = {
     "ASKDOptions": "askd_ref.options",
     "DistillBatch": "askd_ref.losses",
-    "LOSS_FUNCTIONS": "askd_ref.baselines",
+    "LOSS_FUNCTIONS": "askd_ref.methods",
     "LossOutput": "askd_ref.losses",
-    "METHODS": "askd_ref.baselines",
+    "METHODS": "askd_ref.methods",
     "advantage_kd_loss": "askd_ref.baselines",
     "askd_loss": "askd_ref.losses",
     "chunked_loss": "askd_ref.chunked",
     "chunked_token_log_probs": "askd_ref.chunked",
     "clipped_sgo_coefficient": "askd_ref.coefficients",
-    "compute_loss": "askd_ref.baselines",
+    "compute_loss": "askd_ref.methods",
     "dense_askd_loss": "askd_ref.losses",
     "distillm2_loss": "askd_ref.baselines",
     "distillm_loss": "askd_ref.baselines",

@@ -22,13 +22,19 @@ from torch import Tensor
 
 __all__ = [
     "broadcast_to",
+    "check_batch_mask",
     "check_bool_mask",
     "check_float_tensor",
     "check_has_data",
+    "check_integer_tensor",
     "check_log_probs",
     "check_no_nan",
     "check_range",
+    "check_rows_nonempty",
     "check_same_device",
+    "check_same_vocab",
+    "check_temperature",
+    "check_unit_float",
     "compute_dtype",
     "is_validation_enabled",
     "set_validation",
@@ -181,6 +187,58 @@ def check_bool_mask(name: str, mask: object, shape: Sequence[int]) -> Tensor:
     if tuple(mask.shape) != tuple(shape):
         raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(mask.shape)}")
     return mask
+
+
+def check_batch_mask(mask: object) -> Tensor:
+    """Return ``mask`` if it is a bool tensor of shape ``(batch, seq)``; raise otherwise."""
+    if not isinstance(mask, Tensor) or mask.ndim != 2:
+        got = getattr(mask, "shape", type(mask).__name__)
+        raise ValueError(f"mask must be a bool tensor of shape (batch, seq), got {got}")
+    return check_bool_mask("mask", mask, mask.shape)
+
+
+def check_rows_nonempty(mask: Tensor) -> None:
+    """Raise ``ValueError`` naming the first row of a ``(batch, seq)`` mask with no True entry."""
+    empty = ~mask.any(-1)
+    if bool(empty.any()):
+        row = int(torch.nonzero(empty)[0, 0])
+        raise ValueError(f"mask row {row} selects no tokens; every sample needs at least one")
+
+
+def check_integer_tensor(name: str, x: object, what: str) -> Tensor:
+    """Return ``x`` if it is an integer tensor (not bool); ``TypeError`` naming ``what`` it holds."""
+    if not isinstance(x, Tensor) or x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
+        got = f"dtype {x.dtype}" if isinstance(x, Tensor) else type(x).__name__
+        raise TypeError(f"{name} must be an integer tensor of {what}, got {got}")
+    return x
+
+
+def check_same_vocab(first: str, size_first: int, second: str, size_second: int, unit: str) -> None:
+    """Raise ``ValueError`` when two vocabulary sizes differ (e.g. student and teacher heads)."""
+    if size_first != size_second:
+        raise ValueError(
+            f"vocabulary mismatch: {first} has {size_first} {unit}, {second} has {size_second}; "
+            "slice padded heads to the shared tokenizer vocabulary first"
+        )
+
+
+def check_temperature(temperature: object) -> float:
+    """τ as a float; ``TypeError``/``ValueError`` unless it is a positive finite number."""
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float):
+        raise TypeError(f"temperature must be a positive float, got {type(temperature).__name__}")
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a positive finite float, got {temperature!r}")
+    return float(temperature)
+
+
+def check_unit_float(name: str, value: object) -> float:
+    """A float parameter in [0, 1]; ``TypeError``/``ValueError`` naming it."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a float, got {type(value).__name__} {value!r}")
+    v = float(value)
+    if not (math.isfinite(v) and 0.0 <= v <= 1.0):
+        raise ValueError(f"{name} must lie in [0, 1], got {value!r}")
+    return v
 
 
 def check_same_device(**tensors: Tensor | None) -> None:

@@ -31,41 +31,35 @@ the same keywords.
 """
 
 import math
-from collections.abc import Callable
-from typing import Any, Literal, TypeAlias
+from typing import Final, Literal, TypeAlias
 
 import torch
 from torch import Tensor
 
+from askd_ref._reduce import Reduction, mean_value, pool_sums, split_counts, token_counts
 from askd_ref._validation import (
     check_float_tensor,
     check_has_data,
+    check_integer_tensor,
     check_range,
     check_same_device,
     compute_dtype,
 )
-from askd_ref.losses import (
-    DistillBatch,
-    LossOutput,
-    Reduction,
-    _mean,
-    _split_counts,
-    _token_counts,
-    askd_loss,
-    dense_askd_loss,
-    packed_token_divergence,
-    pool_sums,
-)
-from askd_ref.options import ASKDOptions, resolve_options
+from askd_ref.divergences import Divergence
+from askd_ref.losses import DistillBatch, LossOutput, packed_token_divergence, sum_terms
 from askd_ref.sequence import check_token_batch, pool
 
 __all__ = [
-    "LOSS_FUNCTIONS",
-    "METHODS",
-    "METHOD_PARAMS",
+    "ADVANTAGE_KD_EPS_A",
+    "DISTILLM2_ALPHA",
+    "DISTILLM2_BETA",
+    "DISTILLM2_LOSS_TYPE",
+    "DISTILLM_ALPHA",
+    "GKD_BETA",
     "advantage_kd_loss",
-    "check_method_params",
-    "compute_loss",
+    "advantage_sgo_term",
+    "check_distillm2_beta",
+    "check_loss_type",
     "distillm2_gradual_beta",
     "distillm2_loss",
     "distillm_loss",
@@ -79,21 +73,33 @@ __all__ = [
 
 Distillm2LossType: TypeAlias = Literal["distillm_v2", "distillm_v1"]
 
+#: β of ``gkd``'s JSD_β (spec §6).
+GKD_BETA: Final[float] = 0.5
+#: Skew α of ``distillm`` (DistiLLM's default).
+DISTILLM_ALPHA: Final[float] = 0.1
+#: Skew α of both terms of ``distillm2`` (the released trainer's default).
+DISTILLM2_ALPHA: Final[float] = 0.1
+#: DistiLLM-2's term weight β: (2 − β)·TGO term + β·SGO term; 1 is the plain sum.
+DISTILLM2_BETA: Final[float] = 1.0
+#: DistiLLM-2's ``loss_type``: SKL on TGOs (``"distillm_v2"``) or SRKL (``"distillm_v1"``).
+DISTILLM2_LOSS_TYPE: Final[Distillm2LossType] = "distillm_v2"
+#: ε_A of the group-normalised advantages of ``advantage_kd``.
+ADVANTAGE_KD_EPS_A: Final[float] = 1e-4
+
 
 def _dense_mean(
     batch: DistillBatch,
     rows: Tensor,
-    divergence: str,
+    divergence: Divergence,
     param: float,
     count: int,
-    mixture_grad: str = "full",
     token_count: int | None = None,
 ) -> tuple[Tensor, float]:
     """Σ over the selected samples of their token-mean divergence, / count; and the token mean.
 
     With ``token_count`` (``reduction="token"``): Σ over all their tokens, / token_count.
     """
-    sums, lengths = packed_token_divergence(batch, rows, divergence, param, mixture_grad)
+    sums, lengths = packed_token_divergence(batch, rows, divergence, param)
     value = float(sums.detach().sum() / lengths.sum())
     if token_count is not None:
         return sums.sum() / token_count, value
@@ -101,17 +107,8 @@ def _dense_mean(
     return per_sample.sum() / count, value
 
 
-def _check_unit(name: str, value: object) -> float:
-    """A float parameter in [0, 1]; ``ValueError``/``TypeError`` naming it."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a float, got {type(value).__name__} {value!r}")
-    v = float(value)
-    if not (math.isfinite(v) and 0.0 <= v <= 1.0):
-        raise ValueError(f"{name} must lie in [0, 1], got {value!r}")
-    return v
-
-
-def _check_distillm2_beta(beta: object) -> float:
+def check_distillm2_beta(beta: object) -> float:
+    """DistiLLM-2's term weight β ∈ [0, 2]; ``ValueError``/``TypeError`` naming it."""
     if isinstance(beta, bool) or not isinstance(beta, int | float):
         raise TypeError(f"beta must be a float, got {type(beta).__name__} {beta!r}")
     if not (math.isfinite(float(beta)) and 0.0 <= float(beta) <= 2.0):
@@ -119,11 +116,8 @@ def _check_distillm2_beta(beta: object) -> float:
     return float(beta)
 
 
-def _distillm2_beta_named(name: str, value: object) -> float:
-    return _check_distillm2_beta(value)
-
-
-def _check_loss_type(loss_type: object) -> Distillm2LossType:
+def check_loss_type(loss_type: object) -> Distillm2LossType:
+    """DistiLLM-2's ``loss_type``; ``ValueError`` naming it."""
     if loss_type not in ("distillm_v2", "distillm_v1"):
         raise ValueError(f"loss_type must be 'distillm_v2' or 'distillm_v1', got {loss_type!r}")
     return loss_type
@@ -148,12 +142,6 @@ def distillm2_gradual_beta(step: int, max_steps: int) -> float:
 
 def _tok(reduction: str, count: int) -> int | None:
     return count if reduction == "token" else None
-
-
-def _finish(terms: list[Tensor], batch: DistillBatch, diagnostics: dict[str, float]) -> LossOutput:
-    if not terms:
-        raise ValueError("the batch holds no samples of the kind this method trains on")
-    return LossOutput(loss=torch.stack(terms).sum(), sample_count=batch.batch_size, diagnostics=diagnostics)
 
 
 def seqkd_loss(
@@ -195,8 +183,8 @@ def seqkd_loss(
         2.0
     """
     batch.require("seqkd_loss", "student_token_logp")
-    tgo_rows, _, n_t, _ = _split_counts(batch, num_tgo, num_sgo)
-    m_t, _ = _token_counts(batch, reduction, num_tgo_tokens, num_sgo_tokens)
+    tgo_rows, _, n_t, _ = split_counts(batch, num_tgo, num_sgo)
+    m_t, _ = token_counts(batch, reduction, num_tgo_tokens, num_sgo_tokens)
     terms: list[Tensor] = []
     diagnostics: dict[str, float] = {}
     if bool(tgo_rows.any()):
@@ -207,8 +195,8 @@ def seqkd_loss(
             terms.append(-pool(s, m, "sum").sum() / m_t)
         else:
             terms.append(nll.sum() / n_t)
-        diagnostics["seqkd/nll"] = _mean(nll)
-    return _finish(terms, batch, diagnostics)
+        diagnostics["seqkd/nll"] = mean_value(nll)
+    return sum_terms(terms, batch, diagnostics)
 
 
 def kd_loss(
@@ -251,15 +239,15 @@ def kd_loss(
         0.0
     """
     batch.require("kd_loss", "student_logp", "teacher_logp")
-    tgo_rows, _, n_t, _ = _split_counts(batch, num_tgo, num_sgo)
-    m_t, _ = _token_counts(batch, reduction, num_tgo_tokens, num_sgo_tokens)
+    tgo_rows, _, n_t, _ = split_counts(batch, num_tgo, num_sgo)
+    m_t, _ = token_counts(batch, reduction, num_tgo_tokens, num_sgo_tokens)
     terms: list[Tensor] = []
     diagnostics: dict[str, float] = {}
     if bool(tgo_rows.any()):
-        term, value = _dense_mean(batch, tgo_rows, "fkl", 0.0, n_t, token_count=_tok(reduction, m_t))
+        term, value = _dense_mean(batch, tgo_rows, Divergence.FKL, 0.0, n_t, token_count=_tok(reduction, m_t))
         terms.append(term)
         diagnostics["kd/fkl"] = value
-    return _finish(terms, batch, diagnostics)
+    return sum_terms(terms, batch, diagnostics)
 
 
 def rkl_loss(
@@ -302,21 +290,21 @@ def rkl_loss(
         0.0
     """
     batch.require("rkl_loss", "student_logp", "teacher_logp")
-    _, sgo_rows, _, n_s = _split_counts(batch, num_tgo, num_sgo)
-    _, m_s = _token_counts(batch, reduction, num_tgo_tokens, num_sgo_tokens)
+    _, sgo_rows, _, n_s = split_counts(batch, num_tgo, num_sgo)
+    _, m_s = token_counts(batch, reduction, num_tgo_tokens, num_sgo_tokens)
     terms: list[Tensor] = []
     diagnostics: dict[str, float] = {}
     if bool(sgo_rows.any()):
-        term, value = _dense_mean(batch, sgo_rows, "rkl", 0.0, n_s, token_count=_tok(reduction, m_s))
+        term, value = _dense_mean(batch, sgo_rows, Divergence.RKL, 0.0, n_s, token_count=_tok(reduction, m_s))
         terms.append(term)
         diagnostics["rkl/rkl"] = value
-    return _finish(terms, batch, diagnostics)
+    return sum_terms(terms, batch, diagnostics)
 
 
 def gkd_loss(
     batch: DistillBatch,
     *,
-    beta: float = 0.5,
+    beta: float = GKD_BETA,
     num_tgo: int | None = None,
     num_sgo: int | None = None,
     reduction: Reduction = "sample",
@@ -355,18 +343,18 @@ def gkd_loss(
         0.0
     """
     batch.require("gkd_loss", "student_logp", "teacher_logp")
-    _, _, n_t, n_s = _split_counts(batch, num_tgo, num_sgo)
-    m_t, m_s = _token_counts(batch, reduction, num_tgo_tokens, num_sgo_tokens)
+    _, _, n_t, n_s = split_counts(batch, num_tgo, num_sgo)
+    m_t, m_s = token_counts(batch, reduction, num_tgo_tokens, num_sgo_tokens)
     all_rows = torch.ones_like(batch.is_tgo)
     tokens = _tok(reduction, m_t + m_s)
-    term, value = _dense_mean(batch, all_rows, "gjsd", beta, n_t + n_s, token_count=tokens)
-    return _finish([term], batch, {"gkd/jsd": value})
+    term, value = _dense_mean(batch, all_rows, Divergence.GJSD, beta, n_t + n_s, token_count=tokens)
+    return sum_terms([term], batch, {"gkd/jsd": value})
 
 
 def distillm_loss(
     batch: DistillBatch,
     *,
-    alpha: float = 0.1,
+    alpha: float = DISTILLM_ALPHA,
     num_tgo: int | None = None,
     num_sgo: int | None = None,
     reduction: Reduction = "sample",
@@ -403,21 +391,21 @@ def distillm_loss(
         0.0
     """
     batch.require("distillm_loss", "student_logp", "teacher_logp")
-    _, _, n_t, n_s = _split_counts(batch, num_tgo, num_sgo)
-    m_t, m_s = _token_counts(batch, reduction, num_tgo_tokens, num_sgo_tokens)
+    _, _, n_t, n_s = split_counts(batch, num_tgo, num_sgo)
+    m_t, m_s = token_counts(batch, reduction, num_tgo_tokens, num_sgo_tokens)
     all_rows = torch.ones_like(batch.is_tgo)
     term, value = _dense_mean(
-        batch, all_rows, "srkl", alpha, n_t + n_s, "full", token_count=_tok(reduction, m_t + m_s)
+        batch, all_rows, Divergence.SRKL_FULL, alpha, n_t + n_s, token_count=_tok(reduction, m_t + m_s)
     )
-    return _finish([term], batch, {"distillm/srkl": value})
+    return sum_terms([term], batch, {"distillm/srkl": value})
 
 
 def distillm2_loss(
     batch: DistillBatch,
     *,
-    alpha: float = 0.1,
-    beta: float = 1.0,
-    loss_type: Distillm2LossType = "distillm_v2",
+    alpha: float = DISTILLM2_ALPHA,
+    beta: float = DISTILLM2_BETA,
+    loss_type: Distillm2LossType = DISTILLM2_LOSS_TYPE,
     num_tgo: int | None = None,
     num_sgo: int | None = None,
     reduction: Reduction = "sample",
@@ -474,25 +462,25 @@ def distillm2_loss(
         Ko et al., DistiLLM-2, ICML 2025 (arXiv:2503.07067); ``src/distillm_trainer.py``.
     """
     batch.require("distillm2_loss", "student_logp", "teacher_logp")
-    beta = _check_distillm2_beta(beta)
-    loss_type = _check_loss_type(loss_type)
-    tgo_rows, sgo_rows, n_t, n_s = _split_counts(batch, num_tgo, num_sgo)
-    m_t, m_s = _token_counts(batch, reduction, num_tgo_tokens, num_sgo_tokens)
+    beta = check_distillm2_beta(beta)
+    loss_type = check_loss_type(loss_type)
+    tgo_rows, sgo_rows, n_t, n_s = split_counts(batch, num_tgo, num_sgo)
+    m_t, m_s = token_counts(batch, reduction, num_tgo_tokens, num_sgo_tokens)
     terms: list[Tensor] = []
     diagnostics: dict[str, float] = {}
     if bool(tgo_rows.any()):
         if loss_type == "distillm_v1":
-            term, value = _dense_mean(batch, tgo_rows, "srkl", alpha, n_t, "stop", _tok(reduction, m_t))
+            term, value = _dense_mean(batch, tgo_rows, Divergence.SRKL_STOP, alpha, n_t, _tok(reduction, m_t))
             diagnostics["distillm2/tgo_srkl"] = value
         else:
-            term, value = _dense_mean(batch, tgo_rows, "skl", alpha, n_t, token_count=_tok(reduction, m_t))
+            term, value = _dense_mean(batch, tgo_rows, Divergence.SKL, alpha, n_t, _tok(reduction, m_t))
             diagnostics["distillm2/skl"] = value
         terms.append(term if beta == 1.0 else (2.0 - beta) * term)
     if bool(sgo_rows.any()):
-        term, value = _dense_mean(batch, sgo_rows, "srkl", alpha, n_s, "stop", _tok(reduction, m_s))
+        term, value = _dense_mean(batch, sgo_rows, Divergence.SRKL_STOP, alpha, n_s, _tok(reduction, m_s))
         terms.append(term if beta == 1.0 else beta * term)
         diagnostics["distillm2/srkl"] = value
-    return _finish(terms, batch, diagnostics)
+    return sum_terms(terms, batch, diagnostics)
 
 
 def group_advantages(quality: Tensor, group: Tensor, eps: float = 1e-4) -> Tensor:
@@ -529,10 +517,7 @@ def _check_advantage_inputs(quality: object, group: object, eps: object) -> Tens
     r = check_float_tensor("quality", quality, min_ndim=1)
     if r.ndim != 1:
         raise ValueError(f"quality must have shape (batch,), got {tuple(r.shape)}")
-    if not isinstance(group, Tensor):
-        raise TypeError(f"group must be an integer tensor of prompt ids, got {type(group).__name__}")
-    if group.is_floating_point() or group.is_complex() or group.dtype == torch.bool:
-        raise TypeError(f"group must be an integer tensor of prompt ids, got dtype {group.dtype}")
+    group = check_integer_tensor("group", group, "prompt ids")
     check_has_data("group", group)
     if tuple(group.shape) != tuple(r.shape):
         raise ValueError(f"group must have the shape {tuple(r.shape)} of quality, got {tuple(group.shape)}")
@@ -548,7 +533,7 @@ def _check_advantage_inputs(quality: object, group: object, eps: object) -> Tens
 def advantage_kd_loss(
     batch: DistillBatch,
     *,
-    eps_a: float = 1e-4,
+    eps_a: float = ADVANTAGE_KD_EPS_A,
     num_tgo: int | None = None,
     num_sgo: int | None = None,
     reduction: Reduction = "sample",
@@ -593,125 +578,43 @@ def advantage_kd_loss(
                 [ 0.5000]])
     """
     batch.require("advantage_kd_loss", "student_logp", "teacher_logp")
-    tgo_rows, sgo_rows, n_t, n_s = _split_counts(batch, num_tgo, num_sgo)
-    m_t, _ = _token_counts(batch, reduction, num_tgo_tokens, num_sgo_tokens)
+    tgo_rows, _, n_t, n_s = split_counts(batch, num_tgo, num_sgo)
+    m_t, _ = token_counts(batch, reduction, num_tgo_tokens, num_sgo_tokens)
     terms: list[Tensor] = []
     diagnostics: dict[str, float] = {}
     if bool(tgo_rows.any()):
-        term, value = _dense_mean(batch, tgo_rows, "fkl", 0.0, n_t, token_count=_tok(reduction, m_t))
+        term, value = _dense_mean(batch, tgo_rows, Divergence.FKL, 0.0, n_t, token_count=_tok(reduction, m_t))
         terms.append(term)
         diagnostics["advantage_kd/fkl"] = value
-    if bool(sgo_rows.any()):
-        batch.require("advantage_kd_loss", "student_token_logp", "quality", "group")
-        part = batch.select(sgo_rows)
-        assert part.quality is not None
-        assert part.group is not None
-        s, _, m = check_token_batch(part.student_token_logp, None, part.mask)
-        adv = group_advantages(part.quality.to(s.dtype), part.group, eps_a).detach()
-        terms.append(-(adv * pool(s, m, "mean")).sum() / n_s)
-        diagnostics["advantage_kd/adv_mean"] = _mean(adv)
-        diagnostics["advantage_kd/adv_abs_max"] = float(adv.abs().max())
-    return _finish(terms, batch, diagnostics)
+    sgo_term = advantage_sgo_term(batch, n_s, eps_a)
+    if sgo_term is not None:
+        terms.append(sgo_term[0])
+        diagnostics.update(sgo_term[1])
+    return sum_terms(terms, batch, diagnostics)
 
 
-LossFn = Callable[..., LossOutput]
+def advantage_sgo_term(
+    batch: DistillBatch, num_sgo: int, eps_a: float, *, check_quality: bool = False
+) -> tuple[Tensor, dict[str, float]] | None:
+    """The SGO term −(1/N_S)·Σ sg(A_j)·S̄_θ(y_j) of :func:`advantage_kd_loss` and its diagnostics.
 
-#: Every training method by name: ASKD, its dense variant, and the §6 baselines.
-LOSS_FUNCTIONS: dict[str, LossFn] = {
-    "askd": askd_loss,
-    "askd-dense": dense_askd_loss,
-    "seqkd": seqkd_loss,
-    "kd": kd_loss,
-    "rkl": rkl_loss,
-    "gkd": gkd_loss,
-    "distillm": distillm_loss,
-    "distillm2": distillm2_loss,
-    "advantage_kd": advantage_kd_loss,
-}
-
-#: Method names in a stable order (ASKD first).
-METHODS: tuple[str, ...] = tuple(LOSS_FUNCTIONS)
-
-#: The parameters each baseline takes beyond the batch and the counts (the ASKD methods take
-#: ``options``): :func:`compute_loss`, :func:`~askd_ref.chunked_loss` and the trainer accept them
-#: under these keywords; ``None`` leaves the default of the loss function.
-METHOD_PARAMS: dict[str, tuple[str, ...]] = {
-    "gkd": ("beta",),
-    "distillm": ("alpha",),
-    "distillm2": ("alpha", "beta", "loss_type"),
-    "advantage_kd": ("eps_a",),
-}
-
-
-def check_method_params(method: str, **params: Any) -> dict[str, Any]:
-    """The given (not ``None``) method parameters, validated; an error names a foreign one.
-
-    >>> check_method_params("gkd", beta=0.9, alpha=None)
-    {'beta': 0.9}
-    >>> check_method_params("kd", beta=0.9)  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    ValueError: method 'kd' takes no parameter 'beta' (gkd: beta; distillm: alpha; ...)
+    Reads ``student_token_logp``, ``quality`` and ``group`` of the SGO rows; ``None`` when the
+    batch holds no SGO. ``check_quality`` checks r ∈ [0, 1] before any cast (the chunked path,
+    whose token log-probs may be in a lower precision than the quality).
     """
-    given = {k: v for k, v in params.items() if v is not None}
-    allowed = METHOD_PARAMS.get(method, ())
-    for name in given:
-        if name not in allowed:
-            table = "; ".join(f"{m}: {', '.join(p)}" for m, p in METHOD_PARAMS.items())
-            raise ValueError(f"method {method!r} takes no parameter {name!r} ({table})")
-    if "beta" in given:
-        check = _check_unit if method == "gkd" else _distillm2_beta_named
-        given["beta"] = check("beta", given["beta"])
-    if "alpha" in given:
-        given["alpha"] = _check_unit("alpha", given["alpha"])
-    if "loss_type" in given:
-        given["loss_type"] = _check_loss_type(given["loss_type"])
-    if "eps_a" in given:
-        eps = given["eps_a"]
-        if isinstance(eps, bool) or not isinstance(eps, int | float) or not (math.isfinite(eps) and eps > 0):
-            raise ValueError(f"eps_a must be a positive finite float, got {eps!r}")
-        given["eps_a"] = float(eps)
-    return given
-
-
-def compute_loss(
-    method: str,
-    batch: DistillBatch,
-    *,
-    options: ASKDOptions | None = None,
-    num_tgo: int | None = None,
-    num_sgo: int | None = None,
-    reduction: Reduction = "sample",
-    num_tgo_tokens: int | None = None,
-    num_sgo_tokens: int | None = None,
-    alpha: float | None = None,
-    beta: float | None = None,
-    loss_type: str | None = None,
-    eps_a: float | None = None,
-) -> LossOutput:
-    """Dispatch to the loss of ``method`` (one of :data:`METHODS`) with one call signature.
-
-    ``options`` is used by ``askd`` and ``askd-dense``; the baselines take their parameters of
-    :data:`METHOD_PARAMS` (``None``: the spec defaults α = 0.1, β = 0.5 for ``gkd``, β = 1 for
-    ``distillm2``, ε_A = 1e-4). ``reduction`` and the token counts apply to the token-level
-    terms (see :mod:`askd_ref.baselines`).
-
-    Example:
-        >>> import torch
-        >>> lp = torch.log_softmax(torch.randn(1, 2, 5), -1)
-        >>> b = DistillBatch(mask=torch.ones(1, 2, dtype=torch.bool), is_tgo=torch.tensor([True]),
-        ...                  student_logp=lp, teacher_logp=lp)
-        >>> float(compute_loss("kd", b).loss)
-        0.0
-    """
-    if method not in LOSS_FUNCTIONS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    resolve_options(options)  # a wrong type raises even for the baselines, which ignore options
-    params = check_method_params(method, alpha=alpha, beta=beta, loss_type=loss_type, eps_a=eps_a)
-    fn = LOSS_FUNCTIONS[method]
-    counts: dict[str, Any] = {"num_tgo": num_tgo, "num_sgo": num_sgo}
-    if reduction != "sample" or num_tgo_tokens is not None or num_sgo_tokens is not None:
-        counts.update(reduction=reduction, num_tgo_tokens=num_tgo_tokens, num_sgo_tokens=num_sgo_tokens)
-    if method in ("askd", "askd-dense"):
-        return fn(batch, options=options, **counts)
-    return fn(batch, **params, **counts)
+    sgo_rows = ~batch.is_tgo
+    if not bool(sgo_rows.any()):
+        return None
+    batch.require("advantage_kd_loss", "student_token_logp", "quality", "group")
+    part = batch.select(sgo_rows)
+    assert part.quality is not None
+    assert part.group is not None
+    s, _, m = check_token_batch(part.student_token_logp, None, part.mask)
+    if check_quality:
+        check_range("quality", part.quality, 0.0, 1.0)
+    adv = group_advantages(part.quality.to(s.dtype), part.group, eps_a).detach()
+    term = -(adv * pool(s, m, "mean")).sum() / num_sgo
+    return term, {
+        "advantage_kd/adv_mean": mean_value(adv),
+        "advantage_kd/adv_abs_max": float(adv.abs().max()),
+    }

@@ -39,55 +39,37 @@ shift as :func:`~askd_ref.token_log_probs`.
 """
 
 import dataclasses
-import inspect
-import math
-from collections.abc import Callable
 from typing import Any, Final, Literal, TypeAlias
 
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from askd_ref._reduce import Reduction, mean_value, pool_sums, split_counts, token_counts
 from askd_ref._validation import (
-    check_bool_mask,
+    check_batch_mask,
     check_float_tensor,
+    check_integer_tensor,
     check_no_nan,
     check_same_device,
+    check_same_vocab,
+    check_temperature,
     compute_dtype,
     is_validation_enabled,
     validation_disabled,
 )
-from askd_ref.baselines import (
-    METHODS,
-    _finish,
-    advantage_kd_loss,
-    check_method_params,
-    distillm2_loss,
-    distillm_loss,
-    gkd_loss,
-    group_advantages,
-    seqkd_loss,
-)
 from askd_ref.divergences import (
+    Divergence,
     forward_kl,
     generalized_jsd,
     reverse_kl,
     skew_forward_kl,
     skew_reverse_kl,
 )
-from askd_ref.losses import (
-    DistillBatch,
-    LossOutput,
-    Reduction,
-    _mean,
-    _split_counts,
-    _token_counts,
-    askd_loss,
-    pool_sums,
-)
+from askd_ref.losses import DistillBatch, LossOutput, sum_terms
+from askd_ref.methods import DenseTerm, LossContext, MethodSpec, check_method_params, method_spec
 from askd_ref.options import ASKDOptions, resolve_options
 from askd_ref.schedules import quality_gate, sgo_alpha, tgo_alpha
-from askd_ref.sequence import check_token_batch, pool
 
 __all__ = ["CHUNK_BYTES", "MAX_CHUNK_SIZE", "chunked_loss", "chunked_token_log_probs", "default_chunk_size"]
 
@@ -118,15 +100,17 @@ def default_chunk_size(vocab: int, dtype: torch.dtype = torch.float32) -> int:
 
 Kernel: TypeAlias = Literal["fused", "core"]
 
-# Divergence codes of the packed token groups. _NONE: token log-probs only (sequence terms).
-_SKL, _SRKL_FULL, _SRKL_STOP, _FKL, _RKL, _GJSD, _NONE = range(7)
-
-
-def _default(fn: Callable[..., Any], name: str) -> float:
-    """A baseline's spec-fixed parameter, read from its signature (one source of truth)."""
-    value = inspect.signature(fn).parameters[name].default
-    assert isinstance(value, float)
-    return value
+# Divergence codes of the packed token groups: the :class:`~askd_ref.divergences.Divergence`
+# members (an IntEnum), and _NONE for tokens whose log-probs only the sequence terms read.
+_SKL, _SRKL_FULL, _SRKL_STOP, _FKL, _RKL, _GJSD = (
+    Divergence.SKL,
+    Divergence.SRKL_FULL,
+    Divergence.SRKL_STOP,
+    Divergence.FKL,
+    Divergence.RKL,
+    Divergence.GJSD,
+)
+_NONE: Final[int] = len(Divergence)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -457,7 +441,7 @@ class _DenseTerm:
     """One full-vocabulary term: a divergence on some rows, with per-row parameter and weight."""
 
     rows: Tensor  # bool (batch,)
-    code: int
+    divergence: Divergence
     param: Tensor  # (batch,) α or β (only the selected rows matter)
     weight: Tensor  # (batch,) coefficient of the row's token *sum* of the divergence in the loss
     value_key: str  # diagnostic: token mean of the divergence over the term's tokens
@@ -469,6 +453,24 @@ class _Plan:
     seq_rows: Tensor  # bool (batch,): rows whose student token log-probs the sequence part reads
     teacher_tokens: bool
     diagnostics: dict[str, float]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Heads:
+    """The validated projection inputs: (hidden, weight, bias) of student and teacher, target ids."""
+
+    hs: Tensor
+    ws: Tensor
+    bs: Tensor | None
+    ht: Tensor | None
+    wt: Tensor | None
+    bt: Tensor | None
+    ids: Tensor
+
+    @property
+    def cdt(self) -> torch.dtype:
+        tensors = (self.hs, self.ws, self.bs, self.ht, self.wt, self.bt)
+        return compute_dtype(*(x.dtype for x in tensors if x is not None))
 
 
 def _check_head(
@@ -496,14 +498,31 @@ def _check_head(
     return h, w, b
 
 
+def _check_heads(
+    spec: MethodSpec,
+    mask: Tensor,
+    student: tuple[object, object, object],
+    teacher: tuple[object, object, object],
+    target_ids: object,
+) -> _Heads:
+    """Student (and, if the method reads it, teacher) hidden states, weights, biases; target ids."""
+    shape = (int(mask.shape[0]), int(mask.shape[1]))
+    hs, ws, bs = _check_head("student", *student, shape)
+    ht: Tensor | None = None
+    wt: Tensor | None = None
+    bt: Tensor | None = None
+    if spec.needs_teacher:
+        if teacher[0] is None or teacher[1] is None:
+            raise ValueError(f"{spec.name} needs teacher_hidden and teacher_weight, got None")
+        ht, wt, bt = _check_head("teacher", *teacher, shape)
+        check_same_vocab("student_weight", ws.shape[0], "teacher_weight", wt.shape[0], "rows")
+        check_same_device(student_hidden=hs, teacher_hidden=ht, mask=mask)
+    check_same_device(student_hidden=hs, mask=mask)
+    return _Heads(hs, ws, bs, ht, wt, bt, _check_targets(target_ids, mask, ws.shape[0]))
+
+
 def _check_targets(target_ids: object, mask: Tensor, vocab: int) -> Tensor:
-    if (
-        not isinstance(target_ids, Tensor)
-        or target_ids.is_floating_point()
-        or target_ids.is_complex()
-        or target_ids.dtype == torch.bool
-    ):
-        raise TypeError("target_ids must be an integer tensor of token ids")
+    target_ids = check_integer_tensor("target_ids", target_ids, "token ids")
     if tuple(target_ids.shape) != tuple(mask.shape):
         raise ValueError(f"target_ids must have shape {tuple(mask.shape)}, got {tuple(target_ids.shape)}")
     check_same_device(target_ids=target_ids, mask=mask)
@@ -512,14 +531,6 @@ def _check_targets(target_ids: object, mask: Tensor, vocab: int) -> Tensor:
         bad = int(ids[(ids < 0) | (ids >= vocab)][0])
         raise ValueError(f"target_ids must lie in [0, {vocab}) at masked-in positions; got {bad}")
     return target_ids
-
-
-def _check_mask(mask: object) -> tuple[int, int]:
-    if not isinstance(mask, Tensor) or mask.ndim != 2:
-        got = getattr(mask, "shape", type(mask).__name__)
-        raise ValueError(f"mask must be a bool tensor of shape (batch, seq), got {got}")
-    check_bool_mask("mask", mask, mask.shape)
-    return int(mask.shape[0]), int(mask.shape[1])
 
 
 def _check_chunk(chunk_size: object, kernel: object) -> None:
@@ -536,96 +547,90 @@ def _scatter(rows: Tensor, values: Tensor, size: int) -> Tensor:
     return out.masked_scatter(rows, values)
 
 
-def _plan(
-    method: str,
-    batch: DistillBatch,
-    opts: ASKDOptions,
-    counts: tuple[int, int, int, int],
-    cdt: torch.dtype,
-    params: dict[str, Any],
-    reduction: str,
-) -> _Plan:
-    """The dense terms, the rows the sequence part reads, and the dense diagnostics of ``method``.
+@dataclasses.dataclass(frozen=True)
+class _Norms:
+    """The row sets and normalisers the dense terms of one call divide by."""
 
-    ``counts`` = (N_T, N_S, M_T, M_S): sample counts and (``reduction="token"``) token counts.
-    """
-    n_t, n_s, m_t, m_s = counts
-    token = reduction == "token"
+    rows: dict[str, Tensor]  # "tgo", "sgo", "all" → bool (batch,)
+    lengths: Tensor  # (batch,) token counts, compute dtype
+    ones: Tensor  # (batch,) ones, compute dtype
+    token: bool  # reduction == "token"
+    samples: dict[str, int]  # N_T, N_S, N_T + N_S by row set
+    tokens: dict[str, int]  # M_T, M_S, M_T + M_S by row set (reduction="token")
+
+
+def _norms(batch: DistillBatch, ctx: LossContext, token_counts: tuple[int, int], cdt: torch.dtype) -> _Norms:
     tgo, sgo = batch.is_tgo, ~batch.is_tgo
+    n_t, n_s = ctx.n_tgo, ctx.n_sgo
+    m_t, m_s = token_counts
+    return _Norms(
+        rows={"tgo": tgo, "sgo": sgo, "all": tgo | sgo},
+        lengths=batch.mask.sum(-1).to(cdt),
+        ones=torch.ones(batch.batch_size, dtype=cdt, device=batch.mask.device),
+        token=ctx.reduction == "token",
+        samples={"tgo": n_t, "sgo": n_s, "all": n_t + n_s},
+        tokens={"tgo": m_t, "sgo": m_s, "all": m_t + m_s},
+    )
+
+
+def _fixed_term(term: DenseTerm, norms: _Norms, cdt: torch.dtype) -> _DenseTerm:
+    """A baseline's term: a constant parameter, rows pooled by a token mean or one token mean."""
+    rows = norms.rows[term.rows]
+    per_tok = norms.ones if norms.token else pool_sums(norms.ones, norms.lengths, "mean")
+    count = (norms.tokens if norms.token else norms.samples)[term.rows]
+    weight = term.weight * (per_tok / count)
+    param = torch.full(rows.shape, term.param, dtype=cdt, device=rows.device)
+    return _DenseTerm(rows, term.divergence, param, weight.to(cdt), term.key)
+
+
+def _adaptive_term(
+    term: DenseTerm, batch: DistillBatch, opts: ASKDOptions, norms: _Norms, cdt: torch.dtype
+) -> tuple[_DenseTerm, dict[str, float]]:
+    """E15's term on TGO or SGO rows: α from quality, the SGO term gated by 1 − h(r)."""
+    assert batch.quality is not None
+    rows = norms.rows[term.rows]
+    r = batch.quality[rows]
     b = batch.batch_size
-    dev = batch.mask.device
-    lengths = batch.mask.sum(-1).to(cdt)
-    ones = torch.ones(b, dtype=cdt, device=dev)
+    per_row = norms.ones if norms.token else pool_sums(norms.ones, norms.lengths, opts.normalize)
+    count = (norms.tokens if norms.token else norms.samples)[term.rows]
+    if term.rows == "tgo":
+        alpha = tgo_alpha(r, options=opts)
+        w = term.weight * opts.lambda_tgo * per_row / count
+        diag = {"dense/tgo_alpha": mean_value(alpha)}
+    else:
+        alpha = sgo_alpha(r, options=opts)
+        h = quality_gate(r, options=opts)
+        gate = _scatter(rows, (1 - h).to(cdt), b)
+        w = term.weight * opts.lambda_sgo * gate * per_row / count
+        diag = {"dense/sgo_alpha": mean_value(alpha), "dense/sgo_gate": mean_value(h)}
+    return _DenseTerm(rows, term.divergence, _scatter(rows, alpha.to(cdt), b), w.to(cdt), term.key), diag
+
+
+def _plan(
+    spec: MethodSpec, batch: DistillBatch, ctx: LossContext, token_counts: tuple[int, int], cdt: torch.dtype
+) -> _Plan:
+    """The dense terms, the rows the sequence part reads, and the dense diagnostics of a method.
+
+    ``token_counts`` = (M_T, M_S), the normalisers of ``reduction="token"``.
+    """
+    if spec.takes_options and batch.quality is None:
+        raise ValueError(f"{spec.name} needs quality (r ∈ [0, 1] per sample), which is None")
+    norms = _norms(batch, ctx, token_counts, cdt)
     terms: list[_DenseTerm] = []
     diag: dict[str, float] = {}
-    none = torch.zeros(b, dtype=torch.bool, device=dev)
-
-    def term(rows: Tensor, code: int, param: Tensor | float, weight: Tensor, key: str) -> None:
-        if bool(rows.any()):
-            p = param if isinstance(param, Tensor) else torch.full((b,), param, dtype=cdt, device=dev)
-            terms.append(_DenseTerm(rows, code, p.to(cdt), weight.to(cdt), key))
-
-    def need_quality() -> Tensor:
-        if batch.quality is None:
-            raise ValueError(f"{method} needs quality (r ∈ [0, 1] per sample), which is None")
-        return batch.quality
-
-    if method == "askd":
-        need_quality()
-    if method == "askd-dense" or (method == "askd" and opts.lambda_dense > 0):
-        r = need_quality()
-        scale = 1.0 if method == "askd-dense" else opts.lambda_dense
-        per_row = ones if token else pool_sums(ones, lengths, opts.normalize)
-        if bool(tgo.any()):
-            alpha = tgo_alpha(r[tgo], options=opts)
-            w = scale * opts.lambda_tgo * per_row / (m_t if token else n_t)
-            term(tgo, _SKL, _scatter(tgo, alpha.to(cdt), b), w, "dense/tgo_skl")
-            diag["dense/tgo_alpha"] = _mean(alpha)
-        if bool(sgo.any()):
-            alpha = sgo_alpha(r[sgo], options=opts)
-            h = quality_gate(r[sgo], options=opts)
-            gate = _scatter(sgo, (1 - h).to(cdt), b)
-            w = scale * opts.lambda_sgo * gate * per_row / (m_s if token else n_s)
-            code = _SRKL_STOP if opts.mixture_grad == "stop" else _SRKL_FULL
-            term(sgo, code, _scatter(sgo, alpha.to(cdt), b), w, "dense/sgo_srkl")
-            diag["dense/sgo_alpha"] = _mean(alpha)
-            diag["dense/sgo_gate"] = _mean(h)
-    # The baselines pool with a token mean per sample ("sample") or one token mean ("token").
-    per_tok = ones if token else pool_sums(ones, lengths, "mean")
-    d_t, d_s = (m_t, m_s) if token else (n_t, n_s)
-    if method == "kd":
-        term(tgo, _FKL, 0.0, per_tok / d_t, "kd/fkl")
-    elif method == "rkl":
-        term(sgo, _RKL, 0.0, per_tok / d_s, "rkl/rkl")
-    elif method == "gkd":
-        beta = params.get("beta", _default(gkd_loss, "beta"))
-        term(tgo | sgo, _GJSD, beta, per_tok / (d_t + d_s), "gkd/jsd")
-    elif method == "distillm":
-        skew = params.get("alpha", _default(distillm_loss, "alpha"))
-        term(tgo | sgo, _SRKL_FULL, skew, per_tok / (d_t + d_s), "distillm/srkl")
-    elif method == "distillm2":
-        skew = params.get("alpha", _default(distillm2_loss, "alpha"))
-        weight = params.get("beta", 1.0)
-        w_t, w_s = per_tok / d_t, per_tok / d_s
-        if weight != 1.0:
-            w_t, w_s = (2.0 - weight) * w_t, weight * w_s
-        if params.get("loss_type", "distillm_v2") == "distillm_v1":
-            term(tgo, _SRKL_STOP, skew, w_t, "distillm2/tgo_srkl")
+    for term in spec.dense_terms(ctx.params, ctx.options):
+        if not bool(norms.rows[term.rows].any()):
+            continue
+        if term.adaptive:
+            dense, term_diag = _adaptive_term(term, batch, ctx.options, norms, cdt)
+            diag.update(term_diag)
         else:
-            term(tgo, _SKL, skew, w_t, "distillm2/skl")
-        term(sgo, _SRKL_STOP, skew, w_s, "distillm2/srkl")
-    elif method == "advantage_kd":
-        term(tgo, _FKL, 0.0, per_tok / d_t, "advantage_kd/fkl")
-
-    if method == "askd":
-        seq_rows, teacher_tokens = tgo | sgo, True
-    elif method == "seqkd":
-        seq_rows, teacher_tokens = tgo, False
-    elif method == "advantage_kd":
-        seq_rows, teacher_tokens = sgo, False
-    else:
-        seq_rows, teacher_tokens = none, False
-    return _Plan(terms, seq_rows, teacher_tokens, diag)
+            dense = _fixed_term(term, norms, cdt)
+        terms.append(dense)
+    seq = spec.sequence
+    if seq is None:
+        return _Plan(terms, torch.zeros_like(batch.is_tgo), False, diag)
+    return _Plan(terms, norms.rows[seq.rows], seq.teacher_tokens, diag)
 
 
 def _pack_tokens(
@@ -652,13 +657,100 @@ def _pack_tokens(
     spans: list[tuple[int, int]] = []
     start = 0
     for i, count in enumerate(counts):
-        code = plan.terms[i].code if i < k else _NONE
+        code = int(plan.terms[i].divergence) if i < k else _NONE
         if count:
             segments.append((start, start + count, code))
         spans.append((start, start + count))
         start += count
     rows = pos[:, 0]
     return pos[:, 0], pos[:, 1], tuple(segments), param[rows], weight[rows], spans[:k]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Packed:
+    """The outputs of the chunk loop over the packed tokens of one call."""
+
+    rows: Tensor  # (N,) batch row of each packed token
+    cols: Tensor  # (N,) position of each packed token
+    spans: list[tuple[int, int]]  # packed range of each dense term
+    dense_loss: Tensor  # Σ of the dense terms (scalar)
+    student_tokens: Tensor  # (N,) log q(y_t)
+    teacher_tokens: Tensor  # (N,) log p(y_t) (zeros unless the plan wants them)
+    values: Tensor  # (N,) per-token divergence values of the dense terms
+
+
+def _check_finite_inputs(role: str, hidden: Tensor, weight: Tensor, bias: Tensor | None) -> None:
+    """No NaN in the packed hidden states, the weight, the bias (``role`` prefixes the names)."""
+    if is_validation_enabled():
+        prefix = f"{role}_" if role else ""
+        check_no_nan(f"{prefix}hidden (at masked-in positions)", hidden)
+        check_no_nan(f"{prefix}weight", weight)
+        if bias is not None:
+            check_no_nan(f"{prefix}bias", bias)
+
+
+def _run_heads(
+    heads: _Heads, mask: Tensor, plan: _Plan, tau: float, chunk_size: int | None, kernel: Kernel
+) -> _Packed | None:
+    """Pack the tokens the plan reads and run the chunk loop over them (``None``: no token)."""
+    cdt = heads.cdt
+    rows, cols, segments, param, weight, spans = _pack_tokens(mask, plan, cdt)
+    if rows.numel() == 0:
+        return None
+    packed_hs = _scaled(heads.hs[rows, cols], tau, cdt)
+    packed_ht = None
+    if heads.ht is not None and (plan.terms or plan.teacher_tokens):
+        packed_ht = _scaled(heads.ht[rows, cols], tau, cdt)
+    bs, bt = _scaled_bias(heads.bs, tau, cdt), _scaled_bias(heads.bt, tau, cdt)
+    _check_finite_inputs("student", packed_hs, heads.ws, bs)
+    if packed_ht is not None:
+        assert heads.wt is not None
+        _check_finite_inputs("teacher", packed_ht, heads.wt, bt)
+    with torch.no_grad():
+        la = torch.log(param).view(-1, 1)
+        l1a = torch.log1p(-param).view(-1, 1)
+    inputs = (packed_hs, heads.ws, bs)
+    want_grad = torch.is_grad_enabled() and any(x.requires_grad for x in inputs if x is not None)
+    pack = _Pack(
+        targets=heads.ids[rows, cols].long(),
+        segments=segments,
+        param=param.view(-1, 1),
+        la=la,
+        l1a=l1a,
+        weight=weight.view(-1, 1),
+        teacher_tokens=plan.teacher_tokens,
+        chunk_size=default_chunk_size(heads.ws.shape[0], cdt) if chunk_size is None else chunk_size,
+        kernel=kernel,
+        want_grad=want_grad,
+        cdt=cdt,
+    )
+    dense_loss, s_tok, t_tok, values = _ChunkedHeads.apply(  # type: ignore[no-untyped-call]
+        packed_hs, heads.ws, bs, packed_ht, None if packed_ht is None else heads.wt, bt, pack
+    )
+    return _Packed(rows, cols, spans, dense_loss, s_tok, t_tok, values)
+
+
+def _finish(spec: MethodSpec, plan: _Plan, batch: DistillBatch, ctx: LossContext, out: _Packed) -> LossOutput:
+    """The dense loss and its diagnostics, plus the method's sequence-level part on token log-probs."""
+    diagnostics = dict(plan.diagnostics)
+    for term, (a, b) in zip(plan.terms, out.spans, strict=True):
+        diagnostics[term.value_key] = float(out.values[a:b].sum() / (b - a))
+    terms: list[Tensor] = [out.dense_loss] if plan.terms else []
+    seq = spec.sequence
+    if seq is not None:
+        zeros = torch.zeros(batch.mask.shape, dtype=out.student_tokens.dtype, device=batch.mask.device)
+        index = (out.rows, out.cols)
+        student_tok = zeros.index_put(index, out.student_tokens)
+        teacher_tok = zeros.index_put(index, out.teacher_tokens) if plan.teacher_tokens else None
+        tok_batch = dataclasses.replace(batch, student_token_logp=student_tok, teacher_token_logp=teacher_tok)
+        part = seq.loss(tok_batch, ctx)
+        if part is not None and seq.first:
+            terms.insert(0, part[0])
+            diagnostics = {**part[1], **diagnostics}
+        elif part is not None:
+            terms.append(part[0])
+            diagnostics.update(part[1])
+    return sum_terms(terms, batch, diagnostics)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -771,124 +863,35 @@ def chunked_loss(
         >>> bool(torch.isclose(out.loss, full.loss, rtol=1e-12, atol=0.0))
         True
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    spec = method_spec(method)
     _check_chunk(chunk_size, kernel)
     opts = resolve_options(options)
-    params = check_method_params(method, alpha=alpha, beta=beta, loss_type=loss_type, eps_a=eps_a)
-    tau = _check_temperature(temperature)
-    shape = _check_mask(mask)
-    hs, ws, bs = _check_head("student", student_hidden, student_weight, student_bias, shape)
-    needs_teacher = method != "seqkd"
-    ht: Tensor | None = None
-    wt: Tensor | None = None
-    bt: Tensor | None = None
-    if needs_teacher:
-        if teacher_hidden is None or teacher_weight is None:
-            raise ValueError(f"{method} needs teacher_hidden and teacher_weight, got None")
-        ht, wt, bt = _check_head("teacher", teacher_hidden, teacher_weight, teacher_bias, shape)
-        if wt.shape[0] != ws.shape[0]:
-            raise ValueError(
-                f"vocabulary mismatch: student_weight has {ws.shape[0]} rows, teacher_weight "
-                f"{wt.shape[0]}; slice padded heads to the shared tokenizer vocabulary first"
-            )
-        check_same_device(student_hidden=hs, teacher_hidden=ht, mask=mask)
-    check_same_device(student_hidden=hs, mask=mask)
-    ids = _check_targets(target_ids, mask, ws.shape[0])
-    lengths = mask.sum(-1)
-    if bool((lengths == 0).any()):
-        row = int(torch.nonzero(lengths == 0)[0, 0])
-        raise ValueError(f"mask row {row} selects no tokens; every sample needs at least one")
+    given = check_method_params(method, alpha=alpha, beta=beta, loss_type=loss_type, eps_a=eps_a)
+    tau = check_temperature(temperature)
+    mask = check_batch_mask(mask)
     batch = DistillBatch(
         mask=mask, is_tgo=is_tgo, quality=quality, behaviour_logp=behaviour_logp, group=group
     )
-    cdt = compute_dtype(*(x.dtype for x in (hs, ws, bs, ht, wt, bt) if x is not None))
-    _, _, n_t, n_s = _split_counts(batch, num_tgo, num_sgo)
-    m_t, m_s = _token_counts(batch, reduction, num_tgo_tokens, num_sgo_tokens)
-    plan = _plan(method, batch, opts, (n_t, n_s, m_t, m_s), cdt, params, reduction)
-
-    rows, cols, segments, param, weight, spans = _pack_tokens(mask, plan, cdt)
-    if rows.numel() == 0:
-        return _finish([], batch, {})  # raises: nothing this method trains on
-    packed_hs = _scaled(hs[rows, cols], tau, cdt)
-    packed_ht = None
-    if ht is not None and (plan.terms or plan.teacher_tokens):
-        packed_ht = _scaled(ht[rows, cols], tau, cdt)
-    bs, bt = _scaled_bias(bs, tau, cdt), _scaled_bias(bt, tau, cdt)
-    if is_validation_enabled():
-        check_no_nan("student_hidden (at masked-in positions)", packed_hs)
-        check_no_nan("student_weight", ws)
-        if bs is not None:
-            check_no_nan("student_bias", bs)
-        if packed_ht is not None:
-            assert wt is not None
-            check_no_nan("teacher_hidden (at masked-in positions)", packed_ht)
-            check_no_nan("teacher_weight", wt)
-            if bt is not None:
-                check_no_nan("teacher_bias", bt)
-    with torch.no_grad():
-        la = torch.log(param).view(-1, 1)
-        l1a = torch.log1p(-param).view(-1, 1)
-    want_grad = torch.is_grad_enabled() and any(x.requires_grad for x in (packed_hs, ws, bs) if x is not None)
-    pack = _Pack(
-        targets=ids[rows, cols].long(),
-        segments=segments,
-        param=param.view(-1, 1),
-        la=la,
-        l1a=l1a,
-        weight=weight.view(-1, 1),
-        teacher_tokens=plan.teacher_tokens,
-        chunk_size=default_chunk_size(ws.shape[0], cdt) if chunk_size is None else chunk_size,
-        kernel=kernel,
-        want_grad=want_grad,
-        cdt=cdt,
+    student = (student_hidden, student_weight, student_bias)
+    heads = _check_heads(spec, mask, student, (teacher_hidden, teacher_weight, teacher_bias), target_ids)
+    _, _, n_t, n_s = split_counts(batch, num_tgo, num_sgo)
+    m_t, m_s = token_counts(batch, reduction, num_tgo_tokens, num_sgo_tokens)
+    ctx = LossContext(
+        options=opts,
+        params={**spec.defaults(), **given},
+        num_tgo=num_tgo,
+        num_sgo=num_sgo,
+        n_tgo=n_t,
+        n_sgo=n_s,
+        reduction=reduction,
+        num_tgo_tokens=num_tgo_tokens,
+        num_sgo_tokens=num_sgo_tokens,
     )
-    dense_loss, s_tok, t_tok, values = _ChunkedHeads.apply(  # type: ignore[no-untyped-call]
-        packed_hs, ws, bs, packed_ht, None if packed_ht is None else wt, bt, pack
-    )
-
-    diagnostics = dict(plan.diagnostics)
-    for term, (a, b) in zip(plan.terms, spans, strict=True):
-        diagnostics[term.value_key] = float(values[a:b].sum() / (b - a))
-
-    terms: list[Tensor] = []
-    if plan.terms:
-        terms.append(dense_loss)
-    if method in ("askd", "seqkd", "advantage_kd"):
-        zeros = torch.zeros(shape, dtype=cdt, device=mask.device)
-        student_tok = zeros.index_put((rows, cols), s_tok)
-        teacher_tok = zeros.index_put((rows, cols), t_tok) if plan.teacher_tokens else None
-        tok_batch = dataclasses.replace(batch, student_token_logp=student_tok, teacher_token_logp=teacher_tok)
-        if method == "askd":
-            seq_opts = dataclasses.replace(opts, lambda_dense=0.0)
-            seq = askd_loss(tok_batch, options=seq_opts, num_tgo=num_tgo, num_sgo=num_sgo)
-            terms.insert(0, seq.loss)
-            diagnostics = {**seq.diagnostics, **diagnostics}
-        elif method == "seqkd":
-            return seqkd_loss(
-                tok_batch,
-                num_tgo=num_tgo,
-                num_sgo=num_sgo,
-                reduction=reduction,
-                num_tgo_tokens=num_tgo_tokens,
-                num_sgo_tokens=num_sgo_tokens,
-            )
-        else:
-            eps_value = params.get("eps_a", _default(advantage_kd_loss, "eps_a"))
-            _advantage_sgo_term(tok_batch, n_s, terms, diagnostics, eps_value)
-    if method == "askd":
-        total = torch.stack(terms).sum()
-        return LossOutput(loss=total, sample_count=batch.batch_size, diagnostics=diagnostics)
-    return _finish(terms, batch, diagnostics)
-
-
-def _check_temperature(temperature: object) -> float:
-    """τ as a float; ``ValueError`` unless it is a positive finite number."""
-    if isinstance(temperature, bool) or not isinstance(temperature, int | float):
-        raise TypeError(f"temperature must be a positive float, got {type(temperature).__name__}")
-    if not (math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature must be a positive finite float, got {temperature!r}")
-    return float(temperature)
+    plan = _plan(spec, batch, ctx, (m_t, m_s), heads.cdt)
+    out = _run_heads(heads, mask, plan, tau, chunk_size, kernel)
+    if out is None:
+        return sum_terms([], batch, {})  # raises: nothing this method trains on
+    return _finish(spec, plan, batch, ctx, out)
 
 
 def _scaled(hidden: Tensor, tau: float, cdt: torch.dtype) -> Tensor:
@@ -898,27 +901,6 @@ def _scaled(hidden: Tensor, tau: float, cdt: torch.dtype) -> Tensor:
 
 def _scaled_bias(bias: Tensor | None, tau: float, cdt: torch.dtype) -> Tensor | None:
     return None if bias is None else _scaled(bias, tau, cdt)
-
-
-def _advantage_sgo_term(
-    batch: DistillBatch, n_s: int, terms: list[Tensor], diag: dict[str, float], eps_a: float
-) -> None:
-    """The SGO term −sg(A)·S̄_θ(y) of :func:`~askd_ref.advantage_kd_loss` on token log-probs."""
-    sgo_rows = ~batch.is_tgo
-    if not bool(sgo_rows.any()):
-        return
-    batch.require("advantage_kd_loss", "quality", "group")
-    part = batch.select(sgo_rows)
-    assert part.quality is not None
-    assert part.group is not None
-    s, _, m = check_token_batch(part.student_token_logp, None, part.mask)
-    from askd_ref._validation import check_range
-
-    check_range("quality", part.quality, 0.0, 1.0)
-    adv = group_advantages(part.quality.to(s.dtype), part.group, eps_a).detach()
-    terms.append(-(adv * pool(s, m, "mean")).sum() / n_s)
-    diag["advantage_kd/adv_mean"] = _mean(adv)
-    diag["advantage_kd/adv_abs_max"] = float(adv.abs().max())
 
 
 def chunked_token_log_probs(
@@ -958,8 +940,9 @@ def chunked_token_log_probs(
         tensor([[-1.3863,  0.0000]])
     """
     _check_chunk(chunk_size, "fused")
-    tau = _check_temperature(temperature)
-    shape = _check_mask(mask)
+    tau = check_temperature(temperature)
+    mask = check_batch_mask(mask)
+    shape = (int(mask.shape[0]), int(mask.shape[1]))
     h, w, b = _check_head("student", hidden, weight, bias, shape)
     check_same_device(hidden=h, mask=mask)
     ids = _check_targets(target_ids, mask, w.shape[0])
@@ -967,11 +950,7 @@ def chunked_token_log_probs(
     rows, cols = torch.nonzero(mask, as_tuple=True)
     packed = _scaled(h[rows, cols], tau, cdt)
     b = _scaled_bias(b, tau, cdt)
-    if is_validation_enabled():
-        check_no_nan("hidden (at masked-in positions)", packed)
-        check_no_nan("weight", w)
-        if b is not None:
-            check_no_nan("bias", b)
+    _check_finite_inputs("", packed, w, b)
     if rows.numel() == 0:
         return torch.zeros(shape, dtype=cdt, device=mask.device)
     n = rows.shape[0]

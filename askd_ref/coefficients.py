@@ -57,7 +57,7 @@ def tgo_coefficient(
     return torch.exp(-torch.logaddexp(torch.zeros((), dtype=x.dtype, device=x.device), x))
 
 
-def _log_u(d: Tensor, a: Tensor) -> Tensor:
+def log_u(d: Tensor, a: Tensor) -> Tensor:
     """log u = −log(α + (1−α)e^{−Δ}), u = q/((1−α)p + αq).
 
     Two algebraically equal forms: −log1p((1−α)·expm1(−Δ)) for |Δ| < 1, exact at Δ = 0 (so
@@ -74,16 +74,17 @@ def _log_u(d: Tensor, a: Tensor) -> Tensor:
     return torch.where(near, log_u_near, log_u_far)
 
 
-def _sgo_coefficient(d: Tensor, a: Tensor, mixture_grad: MixtureGrad) -> Tensor:
-    log_u = _log_u(d, a)
+def sgo_coefficient_kernel(d: Tensor, a: Tensor, mixture_grad: MixtureGrad) -> Tensor:
+    """c̃(Δ; α) on tensors, without argument checks (shared with :mod:`askd_ref.losses`)."""
+    lu = log_u(d, a)
     if mixture_grad == "stop":
-        return log_u
+        return lu
     # α(u − 1) = α·expm1(log u) is bounded (αu ≤ 1) for α > 0; at α = 0 it is exactly 0 while
     # u = e^Δ may overflow (0·inf = NaN), so that case is masked, in the input too (gradients).
     positive = a > 0
-    zero = torch.zeros((), dtype=log_u.dtype, device=log_u.device)
-    log_u_pos = torch.where(positive, log_u, zero)
-    return log_u - torch.where(positive, a * torch.expm1(log_u_pos), zero)
+    zero = torch.zeros((), dtype=lu.dtype, device=lu.device)
+    log_u_pos = torch.where(positive, lu, zero)
+    return lu - torch.where(positive, a * torch.expm1(log_u_pos), zero)
 
 
 def sgo_coefficient(
@@ -125,7 +126,7 @@ def sgo_coefficient(
     if mixture_grad not in ("full", "stop"):
         raise ValueError(f"mixture_grad must be 'full' or 'stop', got {mixture_grad!r}")
     d, a = as_tensors(Param("delta", delta), Param("alpha", alpha, 0.0, 1.0))
-    return _sgo_coefficient(d, a, mixture_grad)
+    return sgo_coefficient_kernel(d, a, mixture_grad)
 
 
 def clipped_sgo_coefficient(
@@ -173,7 +174,7 @@ def clipped_sgo_coefficient(
     alpha_s = sgo_alpha(r, options=opts)
     h = quality_gate(r, options=opts)
     zero = torch.zeros((), dtype=d.dtype, device=d.device)
-    c_s = _sgo_coefficient(d, alpha_s, opts.mixture_grad)
+    c_s = sgo_coefficient_kernel(d, alpha_s, opts.mixture_grad)
     # max(c, 0) and min(c, 0) via `where` so that the derivative at the kink c = 0 (i.e. Δ = 0,
     # since sign(c̃) = sign(Δ)) is one-sided and documented: the push-down branch is taken at 0,
     # giving the right derivative ∂ĉ/∂Δ(0⁺). (`clamp` would pass gradient through both
@@ -182,6 +183,6 @@ def clipped_sgo_coefficient(
     if opts.sgo_pullup == "adaptive":
         return c_s - h * push_down
     alpha_lo = torch.full_like(d, opts.alpha_lo)
-    c_lo = _sgo_coefficient(d, alpha_lo, opts.mixture_grad)
+    c_lo = sgo_coefficient_kernel(d, alpha_lo, opts.mixture_grad)
     pull_up = torch.where(c_lo < 0, c_lo, zero)
     return pull_up + (1 - h) * push_down

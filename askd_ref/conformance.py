@@ -453,36 +453,9 @@ def run_case(impl: Any, case: Mapping[str, Any], tol_value: Tolerance, tol_grad:
     info = FUNCTIONS.get(name)
     if info is None:
         return CaseResult(name, cname, (Check("value", FAIL, math.inf, f"unknown function {name!r}"),))
-    checks: list[Check] = []
     if info.kind == "options":
-        ctor = getattr(impl, "ASKDOptions", None)
-        if ctor is None:
-            return CaseResult(name, cname, (Check("value", NOT_IMPLEMENTED),))
-        try:
-            opts = ctor()
-        except Exception as exc:
-            return CaseResult(name, cname, (Check("value", FAIL, math.inf, _describe_exception(exc)),))
-        want: OptionsSpec = expected["value"]
-        for field, value in sorted(want.fields.items()):
-            what = f"field[{field}]"
-            if not hasattr(opts, field):
-                checks.append(Check(what, FAIL, math.inf, f"ASKDOptions() has no field {field!r}"))
-            elif isinstance(value, str) or isinstance(getattr(opts, field), str):
-                got = getattr(opts, field)
-                ok = got == value
-                checks.append(
-                    Check(
-                        what,
-                        PASS if ok else FAIL,
-                        0.0 if ok else math.inf,
-                        "" if ok else f"default {got!r}, expected {value!r}",
-                    )
-                )
-            else:
-                c = compare(getattr(opts, field), value, tol_value)
-                checks.append(Check(what, PASS if c.ok else FAIL, c.rel_err, c.detail))
-        return CaseResult(name, cname, tuple(checks))
-
+        return _run_options_case(impl, name, cname, expected, tol_value)
+    checks: list[Check] = []
     fn = getattr(impl, name, None)
     if fn is None:
         return CaseResult(name, cname, (Check("value", NOT_IMPLEMENTED),))
@@ -497,33 +470,7 @@ def run_case(impl: Any, case: Mapping[str, Any], tol_value: Tolerance, tol_grad:
         return CaseResult(name, cname, (Check("value", FAIL, math.inf, _describe_exception(exc)),))
 
     if info.kind == "loss":
-        value = getattr(out, "loss", out)
-        c = compare(value, expected["value"], tol_value)
-        checks.append(Check("value", PASS if c.ok else FAIL, c.rel_err, c.detail))
-        if "sample_count" in expected:
-            got_count = getattr(out, "sample_count", None)
-            if got_count is None:
-                checks.append(Check("sample_count", NOT_PROVIDED))
-            else:
-                ok = int(got_count) == int(expected["sample_count"])
-                checks.append(
-                    Check(
-                        "sample_count",
-                        PASS if ok else FAIL,
-                        0.0 if ok else math.inf,
-                        "" if ok else f"{got_count!r}, expected {expected['sample_count']!r}",
-                    )
-                )
-        diags = getattr(out, "diagnostics", None)
-        for key, want_value in sorted(expected.get("diagnostics", {}).items()):
-            what = f"diagnostics[{key}]"
-            if not isinstance(diags, Mapping):
-                checks.append(Check(what, NOT_PROVIDED))
-            elif key not in diags:
-                checks.append(Check(what, FAIL, math.inf, f"diagnostic {key!r} missing"))
-            else:
-                c = compare(diags[key], want_value, tol_value)
-                checks.append(Check(what, PASS if c.ok else FAIL, c.rel_err, c.detail))
+        checks.extend(_loss_checks(out, expected, tol_value))
     else:
         c = compare(out, expected["value"], tol_value)
         checks.append(Check("value", PASS if c.ok else FAIL, c.rel_err, c.detail))
@@ -532,6 +479,73 @@ def run_case(impl: Any, case: Mapping[str, Any], tol_value: Tolerance, tol_grad:
     if wanted:
         checks.extend(_check_grads(impl, name, out, raw_args, raw_kwargs, wanted, expected["grad"], tol_grad))
     return CaseResult(name, cname, tuple(checks))
+
+
+def _run_options_case(
+    impl: Any, name: str, cname: str, expected: Mapping[str, Any], tol_value: Tolerance
+) -> CaseResult:
+    """The defaults of ``impl.ASKDOptions()`` against the case's fields."""
+    checks: list[Check] = []
+    ctor = getattr(impl, "ASKDOptions", None)
+    if ctor is None:
+        return CaseResult(name, cname, (Check("value", NOT_IMPLEMENTED),))
+    try:
+        opts = ctor()
+    except Exception as exc:
+        return CaseResult(name, cname, (Check("value", FAIL, math.inf, _describe_exception(exc)),))
+    want: OptionsSpec = expected["value"]
+    for field, value in sorted(want.fields.items()):
+        what = f"field[{field}]"
+        if not hasattr(opts, field):
+            checks.append(Check(what, FAIL, math.inf, f"ASKDOptions() has no field {field!r}"))
+        elif isinstance(value, str) or isinstance(getattr(opts, field), str):
+            got = getattr(opts, field)
+            ok = got == value
+            checks.append(
+                Check(
+                    what,
+                    PASS if ok else FAIL,
+                    0.0 if ok else math.inf,
+                    "" if ok else f"default {got!r}, expected {value!r}",
+                )
+            )
+        else:
+            c = compare(getattr(opts, field), value, tol_value)
+            checks.append(Check(what, PASS if c.ok else FAIL, c.rel_err, c.detail))
+    return CaseResult(name, cname, tuple(checks))
+
+
+def _loss_checks(out: Any, expected: Mapping[str, Any], tol_value: Tolerance) -> list[Check]:
+    """Value, sample count and diagnostics of a loss output."""
+    checks: list[Check] = []
+    value = getattr(out, "loss", out)
+    c = compare(value, expected["value"], tol_value)
+    checks.append(Check("value", PASS if c.ok else FAIL, c.rel_err, c.detail))
+    if "sample_count" in expected:
+        got_count = getattr(out, "sample_count", None)
+        if got_count is None:
+            checks.append(Check("sample_count", NOT_PROVIDED))
+        else:
+            ok = int(got_count) == int(expected["sample_count"])
+            checks.append(
+                Check(
+                    "sample_count",
+                    PASS if ok else FAIL,
+                    0.0 if ok else math.inf,
+                    "" if ok else f"{got_count!r}, expected {expected['sample_count']!r}",
+                )
+            )
+    diags = getattr(out, "diagnostics", None)
+    for key, want_value in sorted(expected.get("diagnostics", {}).items()):
+        what = f"diagnostics[{key}]"
+        if not isinstance(diags, Mapping):
+            checks.append(Check(what, NOT_PROVIDED))
+        elif key not in diags:
+            checks.append(Check(what, FAIL, math.inf, f"diagnostic {key!r} missing"))
+        else:
+            c = compare(diags[key], want_value, tol_value)
+            checks.append(Check(what, PASS if c.ok else FAIL, c.rel_err, c.detail))
+    return checks
 
 
 def _check_grads(

@@ -18,6 +18,9 @@ Conventions, fixed once for the whole package:
 * Returned values are per position, shape ``(*batch)``, with no reduction.
 """
 
+import enum
+from collections.abc import Callable
+
 import torch
 from jaxtyping import Float
 from torch import Tensor
@@ -27,12 +30,14 @@ from askd_ref._validation import (
     check_float_tensor,
     check_log_probs,
     check_same_device,
+    check_same_vocab,
     compute_dtype,
     to_param_tensor,
 )
 from askd_ref.options import MixtureGrad
 
 __all__ = [
+    "Divergence",
     "forward_kl",
     "generalized_jsd",
     "reverse_kl",
@@ -48,12 +53,7 @@ def _prepare(teacher_logp: object, student_logp: object) -> tuple[Tensor, Tensor
     t = check_float_tensor("teacher_logp", teacher_logp, min_ndim=1)
     s = check_float_tensor("student_logp", student_logp, min_ndim=1)
     check_same_device(teacher_logp=t, student_logp=s)
-    if t.shape[-1] != s.shape[-1]:
-        raise ValueError(
-            f"vocabulary mismatch: teacher_logp has {t.shape[-1]} entries on its last axis, "
-            f"student_logp has {s.shape[-1]}; slice padded heads to the shared tokenizer "
-            "vocabulary first"
-        )
+    check_same_vocab("teacher_logp", t.shape[-1], "student_logp", s.shape[-1], "entries on its last axis")
     if t.shape != s.shape:
         raise ValueError(
             f"teacher_logp and student_logp must have the same shape, got {tuple(t.shape)} "
@@ -321,3 +321,55 @@ def _check_mixture_grad(mixture_grad: object, s: Tensor) -> Tensor:
     if mixture_grad == "stop":
         return s.detach()
     raise ValueError(f"mixture_grad must be 'full' or 'stop', got {mixture_grad!r}")
+
+
+class Divergence(enum.IntEnum):
+    """The token-level divergences the losses are built from, each mapped to its function.
+
+    One member per (divergence, mixture gradient) pair, so that a member alone says how a term
+    is computed and differentiated: ``SRKL_FULL`` and ``SRKL_STOP`` are SRKL_α with the full and
+    the stopped mixture gradient. :meth:`evaluate` calls the function of this module; the chunked
+    path (:mod:`askd_ref.chunked`) evaluates the same members with its closed-form kernels.
+    ``param`` is α for the skew divergences, β for JSD_β, unused for plain KL.
+
+    >>> import torch
+    >>> lp = torch.log_softmax(torch.tensor([[0.0, 1.0, 2.0]]), -1)
+    >>> [float(d.evaluate(teacher_logp=lp, student_logp=lp, param=0.1)[0]) for d in Divergence]
+    [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+    >>> Divergence.srkl("stop").name
+    'SRKL_STOP'
+    """
+
+    SKL = 0
+    SRKL_FULL = 1
+    SRKL_STOP = 2
+    FKL = 3
+    RKL = 4
+    GJSD = 5
+
+    @classmethod
+    def srkl(cls, mixture_grad: MixtureGrad) -> "Divergence":
+        """SRKL_α with the given mixture gradient (``"full"`` or ``"stop"``)."""
+        return cls.SRKL_STOP if mixture_grad == "stop" else cls.SRKL_FULL
+
+    def evaluate(self, *, teacher_logp: Tensor, student_logp: Tensor, param: Tensor | float) -> Tensor:
+        """The per-position divergence of this member (see the module conventions)."""
+        return _EVALUATORS[self](teacher_logp, student_logp, param)
+
+
+_Evaluator = Callable[[Tensor, Tensor, "Tensor | float"], Tensor]
+
+_EVALUATORS: dict[Divergence, _Evaluator] = {
+    Divergence.SKL: lambda t, s, a: skew_forward_kl(
+        teacher_logp=t, student_logp=s, alpha=a, mixture_grad="full"
+    ),
+    Divergence.SRKL_FULL: lambda t, s, a: skew_reverse_kl(
+        teacher_logp=t, student_logp=s, alpha=a, mixture_grad="full"
+    ),
+    Divergence.SRKL_STOP: lambda t, s, a: skew_reverse_kl(
+        teacher_logp=t, student_logp=s, alpha=a, mixture_grad="stop"
+    ),
+    Divergence.FKL: lambda t, s, a: forward_kl(teacher_logp=t, student_logp=s),
+    Divergence.RKL: lambda t, s, a: reverse_kl(teacher_logp=t, student_logp=s),
+    Divergence.GJSD: lambda t, s, a: generalized_jsd(teacher_logp=t, student_logp=s, beta=a),
+}

@@ -209,23 +209,8 @@ def _generate_chunk(
     seed: int | str,
 ) -> list[Generation]:
     rows = len(chunk)
-    width = max(len(encoded[i]) for i, _ in chunk)
-    input_ids = torch.full((rows, width), pad, dtype=torch.long)
-    attention = torch.zeros((rows, width), dtype=torch.long)
-    for r, (i, _) in enumerate(chunk):  # left padding
-        ids = encoded[i]
-        input_ids[r, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-        attention[r, width - len(ids) :] = 1
-    uniforms = torch.stack(
-        [
-            torch.rand(
-                max_new_tokens,
-                generator=torch.Generator().manual_seed(sample_seed(seed, ids_for_seed[i], k)),
-                dtype=torch.float64,
-            )
-            for i, k in chunk
-        ]
-    )
+    input_ids, attention = _left_padded([encoded[i] for i, _ in chunk], pad)
+    uniforms = _uniforms(seed, [(ids_for_seed[i], k) for i, k in chunk], max_new_tokens)
     input_ids, attention, uniforms = input_ids.to(device), attention.to(device), uniforms.to(device)
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
     out = model(input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=True)
@@ -258,8 +243,46 @@ def _generate_chunk(
             **{cache_arg: past},
         )
         past = _returned_cache(out)
-    tokens_cpu, logp_cpu = tokens_out.cpu(), logp_out.cpu()
-    lengths_cpu, finished_cpu = lengths.cpu(), finished.cpu()
+    outputs = (tokens_out.cpu(), logp_out.cpu(), lengths.cpu(), finished.cpu())
+    return _generations(tokenizer, prompts, chunk, *outputs, temperature)
+
+
+def _left_padded(encoded: Sequence[list[int]], pad: int) -> tuple[Tensor, Tensor]:
+    """Token ids left-padded with ``pad`` to the longest prompt, and the attention mask."""
+    width = max(len(ids) for ids in encoded)
+    input_ids = torch.full((len(encoded), width), pad, dtype=torch.long)
+    attention = torch.zeros((len(encoded), width), dtype=torch.long)
+    for r, ids in enumerate(encoded):
+        input_ids[r, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+        attention[r, width - len(ids) :] = 1
+    return input_ids, attention
+
+
+def _uniforms(seed: int | str, keys: Sequence[tuple[int | str, int]], steps: int) -> Tensor:
+    """One float64 uniform per step for each (prompt id, sample index), seeded by that pair."""
+    return torch.stack(
+        [
+            torch.rand(
+                steps,
+                generator=torch.Generator().manual_seed(sample_seed(seed, prompt_id, k)),
+                dtype=torch.float64,
+            )
+            for prompt_id, k in keys
+        ]
+    )
+
+
+def _generations(
+    tokenizer: Any,
+    prompts: Sequence[str],
+    chunk: Sequence[tuple[int, int]],
+    tokens_cpu: Tensor,
+    logp_cpu: Tensor,
+    lengths_cpu: Tensor,
+    finished_cpu: Tensor,
+    temperature: float,
+) -> list[Generation]:
+    """One :class:`Generation` per row of the chunk, with its decoded text (EOS dropped)."""
     gens: list[Generation] = []
     for r, (i, k) in enumerate(chunk):
         m = int(lengths_cpu[r])

@@ -19,22 +19,34 @@ what TRL, Liger-Kernel and DistiLLM compute. The sequence-level terms E11–E13 
 """
 
 import dataclasses
-import math
 from collections.abc import Mapping
-from typing import Literal, TypeAlias
 
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from askd_ref._reduce import (
+    REDUCTIONS,
+    Reduction,
+    check_count,
+    mean_value,
+    pool_sums,
+    split_counts,
+    token_counts,
+)
 from askd_ref._validation import (
+    check_batch_mask,
     check_bool_mask,
     check_float_tensor,
+    check_integer_tensor,
+    check_no_nan,
+    check_rows_nonempty,
     check_same_device,
+    check_same_vocab,
     to_param_tensor,
 )
-from askd_ref.coefficients import _log_u, _sgo_coefficient, clipped_sgo_coefficient, tgo_coefficient
-from askd_ref.divergences import skew_forward_kl, skew_reverse_kl
+from askd_ref.coefficients import clipped_sgo_coefficient, log_u, sgo_coefficient_kernel, tgo_coefficient
+from askd_ref.divergences import Divergence
 from askd_ref.options import ASKDOptions, resolve_options
 from askd_ref.schedules import quality_gate, sgo_alpha, tgo_alpha
 from askd_ref.sequence import check_token_batch, length_corrected_sgo_coefficient, pool
@@ -45,16 +57,15 @@ __all__ = [
     "LossOutput",
     "Reduction",
     "askd_loss",
+    "check_count",
+    "clipped_ratio_surrogate",
     "dense_askd_loss",
+    "packed_token_divergence",
+    "pool_sums",
     "sgo_loss",
+    "sum_terms",
     "tgo_loss",
 ]
-
-
-Reduction: TypeAlias = Literal["sample", "token"]
-#: The reductions of the token-level losses: ``"sample"`` (token mean per sample, then the mean
-#: over samples; the default) and ``"token"`` (one token mean over all loss positions).
-REDUCTIONS: tuple[str, ...] = ("sample", "token")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,19 +119,11 @@ class DistillBatch:
     group: Int[Tensor, " batch"] | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.mask, Tensor) or self.mask.ndim != 2:
-            raise ValueError(
-                "mask must be a bool tensor of shape (batch, seq), got "
-                f"{getattr(self.mask, 'shape', type(self.mask).__name__)}"
-            )
-        check_bool_mask("mask", self.mask, self.mask.shape)
+        check_batch_mask(self.mask)
         b, n = self.mask.shape
         if b == 0 or n == 0:
             raise ValueError(f"the batch is empty (mask shape {(b, n)})")
-        empty_rows = ~self.mask.any(-1)
-        if bool(empty_rows.any()):
-            row = int(torch.nonzero(empty_rows)[0, 0])
-            raise ValueError(f"mask row {row} selects no tokens; every sample needs at least one")
+        check_rows_nonempty(self.mask)
         check_bool_mask("is_tgo", self.is_tgo, (b,))
         for name in ("student_token_logp", "teacher_token_logp"):
             self._check_shape(name, (b, n))
@@ -134,15 +137,9 @@ class DistillBatch:
                     raise ValueError(f"{name} must have shape ({b}, {n}, vocab), got {tuple(x.shape)}")
         if self.student_logp is not None and self.teacher_logp is not None:
             vs, vt = self.student_logp.shape[-1], self.teacher_logp.shape[-1]
-            if vs != vt:
-                raise ValueError(
-                    f"vocabulary mismatch: student_logp has {vs} entries, teacher_logp {vt}; "
-                    "slice padded heads to the shared tokenizer vocabulary first"
-                )
+            check_same_vocab("student_logp", vs, "teacher_logp", vt, "entries")
         if self.group is not None:
-            g = self.group
-            if not isinstance(g, Tensor) or g.is_floating_point() or g.is_complex() or g.dtype == torch.bool:
-                raise TypeError("group must be an integer tensor of prompt ids")
+            g = check_integer_tensor("group", self.group, "prompt ids")
             if tuple(g.shape) != (b,):
                 raise ValueError(f"group must have shape ({b},), got {tuple(g.shape)}")
         check_same_device(**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
@@ -174,28 +171,6 @@ class DistillBatch:
         for name in names:
             if getattr(self, name) is None:
                 raise ValueError(f"{method} needs batch.{name}, which is None")
-
-
-def check_count(name: str, value: int | None, local: int) -> int:
-    """The normaliser of a sum over ``local`` samples: ``value`` if given (global count)."""
-    if value is None:
-        return local
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int (the global sample count) or None, got {value!r}")
-    if value < local:
-        raise ValueError(
-            f"{name}={value} is smaller than the {local} samples in this call; pass the global "
-            "count over all micro-batches and ranks"
-        )
-    return value
-
-
-def _mean(x: Tensor) -> float:
-    """Mean as a Python float, in at least the tensor's own precision (bools count as 0/1)."""
-    x = x.detach()
-    if not x.is_floating_point():
-        x = x.double()
-    return float(x.mean()) if x.numel() else math.nan
 
 
 def _quality_tensor(quality: object, like: Tensor) -> Tensor:
@@ -265,10 +240,10 @@ def tgo_loss(
         loss=loss,
         sample_count=int(s.shape[0]),
         diagnostics={
-            "tgo/alpha": _mean(alpha),
-            "tgo/w": _mean(w),
-            "tgo/delta": _mean(delta),
-            "tgo/skl_estimate": _mean(skl),
+            "tgo/alpha": mean_value(alpha),
+            "tgo/w": mean_value(w),
+            "tgo/delta": mean_value(delta),
+            "tgo/skl_estimate": mean_value(skl),
         },
     )
 
@@ -335,94 +310,91 @@ def sgo_loss(
     n = check_count("num_samples", num_samples, s.shape[0])
     r = _quality_tensor(quality, s)
     delta = pool(s - t, m, opts.normalize).detach()
-    c_hat = clipped_sgo_coefficient(delta, r, options=opts)
-    if opts.normalize == "mean" and opts.sgo_length_correction == "uj":
-        c_hat = length_corrected_sgo_coefficient(delta, r, m.sum(-1), options=opts)
-    alpha = sgo_alpha(r, options=opts)
-    with torch.no_grad():
-        h = quality_gate(r, options=opts)
-        c_tilde = _sgo_coefficient(delta, alpha, opts.mixture_grad)
-        reduced = (h > 0) & (c_tilde > 0)
-        diagnostics = {
-            "sgo/alpha": _mean(alpha),
-            "sgo/c_hat": _mean(c_hat),
-            "sgo/c_tilde": _mean(c_tilde),
-            "sgo/gate": _mean(h),
-            "sgo/gate_reduced_frac": _mean(reduced),
-            "sgo/delta": _mean(delta),
-            "sgo/srkl_estimate": _mean(_log_u(delta, alpha)),
-        }
+    c_hat, diagnostics = _sgo_coefficient_and_diagnostics(delta, r, m.sum(-1), opts)
     if behaviour_logp is None:
         per_sample = c_hat * pool(s, m, opts.normalize)
     else:
-        mu = check_float_tensor("behaviour_logp", behaviour_logp)
-        if tuple(mu.shape) != (s.shape[0],):
-            raise ValueError(f"behaviour_logp must have shape ({s.shape[0]},), got {tuple(mu.shape)}")
-        check_same_device(student_token_logp=s, behaviour_logp=mu)
-        from askd_ref._validation import check_no_nan
-
-        check_no_nan("behaviour_logp", mu)
+        mu = _check_behaviour_logp(behaviour_logp, s)
         log_rho = s.sum(-1) - mu.to(s.dtype)
-        rho = torch.exp(log_rho)
-        if not bool(torch.isfinite(rho).all()):
-            i = int(torch.nonzero(~torch.isfinite(rho))[0, 0])
-            raise ValueError(
-                f"importance ratio overflow for sample {i}: log ρ = {float(log_rho[i]):.4g}; "
-                "behaviour_logp is stale or does not belong to this response"
-            )
-        eps = opts.is_clip_eps
-        unclipped = rho * c_hat
-        clipped = torch.clamp(rho, 1 - eps, 1 + eps) * c_hat
-        per_sample = torch.maximum(unclipped, clipped)
+        rho = _importance_ratio(log_rho)
+        per_sample = clipped_ratio_surrogate(rho, c_hat, opts.is_clip_eps)
         if opts.normalize == "mean":
             per_sample = per_sample / m.sum(-1).to(s.dtype)
         with torch.no_grad():
-            diagnostics["sgo/is_ratio"] = _mean(rho)
-            diagnostics["sgo/is_clip_frac"] = _mean(clipped > unclipped)
+            diagnostics["sgo/is_ratio"] = mean_value(rho)
+            diagnostics["sgo/is_clip_frac"] = mean_value(_clip_active(rho, c_hat, opts.is_clip_eps))
     loss = per_sample.sum() / n
     return LossOutput(loss=loss, sample_count=int(s.shape[0]), diagnostics=diagnostics)
 
 
-def _split_counts(
-    batch: DistillBatch, num_tgo: int | None, num_sgo: int | None
-) -> tuple[Tensor, Tensor, int, int]:
-    tgo_rows = batch.is_tgo
-    sgo_rows = ~batch.is_tgo
-    n_t_local, n_s_local = int(tgo_rows.sum()), int(sgo_rows.sum())
-    n_t = check_count("num_tgo", num_tgo, n_t_local)
-    n_s = check_count("num_sgo", num_sgo, n_s_local)
-    return tgo_rows, sgo_rows, n_t, n_s
+def _sgo_coefficient_and_diagnostics(
+    delta: Tensor, r: Tensor, lengths: Tensor, opts: ASKDOptions
+) -> tuple[Tensor, dict[str, float]]:
+    """ĉ of each SGO (E9, or its ``"uj"`` length correction) and the SGO diagnostics."""
+    c_hat = clipped_sgo_coefficient(delta, r, options=opts)
+    if opts.normalize == "mean" and opts.sgo_length_correction == "uj":
+        c_hat = length_corrected_sgo_coefficient(delta, r, lengths, options=opts)
+    alpha = sgo_alpha(r, options=opts)
+    with torch.no_grad():
+        h = quality_gate(r, options=opts)
+        c_tilde = sgo_coefficient_kernel(delta, alpha, opts.mixture_grad)
+        reduced = (h > 0) & (c_tilde > 0)
+        diagnostics = {
+            "sgo/alpha": mean_value(alpha),
+            "sgo/c_hat": mean_value(c_hat),
+            "sgo/c_tilde": mean_value(c_tilde),
+            "sgo/gate": mean_value(h),
+            "sgo/gate_reduced_frac": mean_value(reduced),
+            "sgo/delta": mean_value(delta),
+            "sgo/srkl_estimate": mean_value(log_u(delta, alpha)),
+        }
+    return c_hat, diagnostics
 
 
-def check_reduction(reduction: object) -> Reduction:
-    """``reduction`` if it is one of :data:`REDUCTIONS`, else ``ValueError`` naming it."""
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be 'sample' or 'token', got {reduction!r}")
-    return reduction  # type: ignore[return-value]
+def _check_behaviour_logp(behaviour_logp: object, s: Tensor) -> Tensor:
+    """``behaviour_logp`` of shape ``(batch,)`` on the device of the token log-probs, no NaN."""
+    mu = check_float_tensor("behaviour_logp", behaviour_logp)
+    if tuple(mu.shape) != (s.shape[0],):
+        raise ValueError(f"behaviour_logp must have shape ({s.shape[0]},), got {tuple(mu.shape)}")
+    check_same_device(student_token_logp=s, behaviour_logp=mu)
+    check_no_nan("behaviour_logp", mu)
+    return mu
 
 
-def _token_counts(
-    batch: DistillBatch, reduction: str, num_tgo_tokens: int | None, num_sgo_tokens: int | None
-) -> tuple[int, int]:
-    """The normalisers of ``reduction="token"``: (TGO, SGO) loss positions, global if given.
+def _importance_ratio(log_rho: Tensor) -> Tensor:
+    """ρ = exp(log ρ) per sample, ``ValueError`` naming the first sample where it overflows."""
+    rho = torch.exp(log_rho)
+    if not bool(torch.isfinite(rho).all()):
+        i = int(torch.nonzero(~torch.isfinite(rho))[0, 0])
+        raise ValueError(
+            f"importance ratio overflow for sample {i}: log ρ = {float(log_rho[i]):.4g}; "
+            "behaviour_logp is stale or does not belong to this response"
+        )
+    return rho
 
-    Under ``reduction="sample"`` the token counts have no meaning and passing one is an error.
+
+def clipped_ratio_surrogate(rho: Tensor, coefficient: Tensor, epsilon: float) -> Tensor:
+    r"""PPO's pessimistic clipped surrogate of a loss coefficient, per sample (E13).
+
+    .. math:: \max\bigl(\rho\,c,\ \mathrm{clip}(\rho, 1-\epsilon, 1+\epsilon)\,c\bigr)
+
+    The loss-side form of ``rlax.clipped_surrogate_pg_loss`` (which maximises
+    min(ρA, clip(ρ)A) with A = −c): where the clipped branch is the larger one, the gradient
+    through ρ is zero. ``rho``, ``coefficient``: ``(batch,)``; ``coefficient`` carries no
+    gradient. Returns ``(batch,)``.
+
+    >>> import torch
+    >>> clipped_ratio_surrogate(torch.tensor([0.5, 1.0, 2.0]), torch.tensor([1.0, 1.0, -1.0]), 0.2)
+    tensor([ 0.8000,  1.0000, -1.2000])
     """
-    check_reduction(reduction)
-    if reduction == "sample":
-        for name, value in (("num_tgo_tokens", num_tgo_tokens), ("num_sgo_tokens", num_sgo_tokens)):
-            if value is not None:
-                raise ValueError(
-                    f"{name} is the normaliser of reduction='token'; got it with reduction='sample'"
-                )
-        return 0, 0
-    lengths = batch.mask.sum(-1)
-    local_t = int(lengths[batch.is_tgo].sum())
-    local_s = int(lengths[~batch.is_tgo].sum())
-    return (
-        check_count("num_tgo_tokens", num_tgo_tokens, local_t),
-        check_count("num_sgo_tokens", num_sgo_tokens, local_s),
-    )
+    unclipped = rho * coefficient
+    clipped = torch.clamp(rho, 1 - epsilon, 1 + epsilon) * coefficient
+    return torch.maximum(unclipped, clipped)
+
+
+def _clip_active(rho: Tensor, coefficient: Tensor, epsilon: float) -> Tensor:
+    """Whether the clipped branch of :func:`clipped_ratio_surrogate` is active (its gradient removed)."""
+    return torch.clamp(rho, 1 - epsilon, 1 + epsilon) * coefficient > rho * coefficient
 
 
 def _sequence_fields(part: DistillBatch) -> dict[str, Tensor]:
@@ -485,8 +457,8 @@ def askd_loss(
     """
     opts = resolve_options(options)
     batch.require("askd_loss", "student_token_logp", "teacher_token_logp", "quality")
-    tgo_rows, sgo_rows, n_t, n_s = _split_counts(batch, num_tgo, num_sgo)
-    _token_counts(batch, reduction, num_tgo_tokens, num_sgo_tokens)
+    tgo_rows, sgo_rows, n_t, n_s = split_counts(batch, num_tgo, num_sgo)
+    token_counts(batch, reduction, num_tgo_tokens, num_sgo_tokens)
     terms: list[Tensor] = []
     diagnostics: dict[str, float] = {}
     if bool(tgo_rows.any()):
@@ -522,18 +494,16 @@ def askd_loss(
 def packed_token_divergence(
     batch: DistillBatch,
     rows: Tensor,
-    divergence: str,
+    divergence: Divergence,
     alpha: Tensor | float,
-    mixture_grad: str = "full",
 ) -> tuple[Tensor, Tensor]:
     """Per-sample token sums of a full-vocabulary divergence over the selected rows.
 
     Only masked-in positions of the selected rows are evaluated ("valid tokens packed first"):
     padding never enters the computation. Returns ``(sums, lengths)``, both ``(n_rows,)``.
-    ``alpha`` is a per-row tensor (or a float) and is expanded to the packed tokens.
+    ``alpha`` (the ``param`` of :meth:`~askd_ref.divergences.Divergence.evaluate`) is a per-row
+    tensor (or a float) and is expanded to the packed tokens.
     """
-    from askd_ref.divergences import forward_kl, generalized_jsd, reverse_kl
-
     assert batch.student_logp is not None
     assert batch.teacher_logp is not None
     idx = torch.nonzero(rows).squeeze(-1)
@@ -542,20 +512,7 @@ def packed_token_divergence(
     s = batch.student_logp.index_select(0, idx)[pos[:, 0], pos[:, 1]]  # (tokens, vocab)
     t = batch.teacher_logp.index_select(0, idx)[pos[:, 0], pos[:, 1]]
     a: Tensor | float = alpha[pos[:, 0]] if isinstance(alpha, Tensor) and alpha.ndim else alpha
-    if divergence == "skl":
-        per_token = skew_forward_kl(teacher_logp=t, student_logp=s, alpha=a, mixture_grad="full")
-    elif divergence == "srkl":
-        per_token = skew_reverse_kl(
-            teacher_logp=t, student_logp=s, alpha=a, mixture_grad=mixture_grad  # type: ignore[arg-type]
-        )
-    elif divergence == "fkl":
-        per_token = forward_kl(teacher_logp=t, student_logp=s)
-    elif divergence == "rkl":
-        per_token = reverse_kl(teacher_logp=t, student_logp=s)
-    elif divergence == "gjsd":
-        per_token = generalized_jsd(teacher_logp=t, student_logp=s, beta=a)
-    else:  # pragma: no cover - internal
-        raise ValueError(divergence)
+    per_token = divergence.evaluate(teacher_logp=t, student_logp=s, param=a)
     sums = torch.zeros(idx.shape[0], dtype=per_token.dtype, device=per_token.device)
     sums = sums.index_add(0, pos[:, 0], per_token)
     return sums, mask.sum(-1).to(per_token.dtype)
@@ -618,38 +575,40 @@ def dense_askd_loss(
     opts = resolve_options(options)
     batch.require("dense_askd_loss", "student_logp", "teacher_logp", "quality")
     assert batch.quality is not None
-    tgo_rows, sgo_rows, n_t, n_s = _split_counts(batch, num_tgo, num_sgo)
-    m_t, m_s = _token_counts(batch, reduction, num_tgo_tokens, num_sgo_tokens)
+    tgo_rows, sgo_rows, n_t, n_s = split_counts(batch, num_tgo, num_sgo)
+    m_t, m_s = token_counts(batch, reduction, num_tgo_tokens, num_sgo_tokens)
     terms: list[Tensor] = []
     diagnostics: dict[str, float] = {}
     if bool(tgo_rows.any()):
         r = batch.quality[tgo_rows]
         alpha = tgo_alpha(r, options=opts)
-        sums, lengths = packed_token_divergence(batch, tgo_rows, "skl", alpha)
+        sums, lengths = packed_token_divergence(batch, tgo_rows, Divergence.SKL, alpha)
         if reduction == "token":
             terms.append(opts.lambda_tgo * sums.sum() / m_t)
         else:
             per_sample = pool_sums(sums, lengths, opts.normalize)
             terms.append(opts.lambda_tgo * per_sample.sum() / n_t)
         diagnostics["dense/tgo_skl"] = float(sums.detach().sum() / lengths.sum())
-        diagnostics["dense/tgo_alpha"] = _mean(alpha)
+        diagnostics["dense/tgo_alpha"] = mean_value(alpha)
     if bool(sgo_rows.any()):
         r = batch.quality[sgo_rows]
         alpha = sgo_alpha(r, options=opts)
         h = quality_gate(r, options=opts)
-        sums, lengths = packed_token_divergence(batch, sgo_rows, "srkl", alpha, opts.mixture_grad)
+        sums, lengths = packed_token_divergence(batch, sgo_rows, Divergence.srkl(opts.mixture_grad), alpha)
         if reduction == "token":
             terms.append(opts.lambda_sgo * ((1 - h) * sums).sum() / m_s)
         else:
             per_sample = (1 - h) * pool_sums(sums, lengths, opts.normalize)
             terms.append(opts.lambda_sgo * per_sample.sum() / n_s)
         diagnostics["dense/sgo_srkl"] = float(sums.detach().sum() / lengths.sum())
-        diagnostics["dense/sgo_alpha"] = _mean(alpha)
-        diagnostics["dense/sgo_gate"] = _mean(h)
+        diagnostics["dense/sgo_alpha"] = mean_value(alpha)
+        diagnostics["dense/sgo_gate"] = mean_value(h)
     loss = torch.stack(terms).sum()
     return LossOutput(loss=loss, sample_count=batch.batch_size, diagnostics=diagnostics)
 
 
-def pool_sums(sums: Tensor, lengths: Tensor, normalize: str) -> Tensor:
-    """Per-sample token sums → sums (``"sum"``) or token means (``"mean"``)."""
-    return sums if normalize == "sum" else sums / lengths
+def sum_terms(terms: list[Tensor], batch: DistillBatch, diagnostics: dict[str, float]) -> LossOutput:
+    """The loss Σ terms of a method over ``batch``; ``ValueError`` when it has no term."""
+    if not terms:
+        raise ValueError("the batch holds no samples of the kind this method trains on")
+    return LossOutput(loss=torch.stack(terms).sum(), sample_count=batch.batch_size, diagnostics=diagnostics)

@@ -6,7 +6,7 @@ option here, with the default askd-ref chose (``docs/method.md`` §9 says why).
 
 import dataclasses
 import math
-from typing import Literal, TypeAlias
+from typing import Literal, TypeAlias, get_args, get_origin
 
 __all__ = [
     "ASKDOptions",
@@ -24,16 +24,6 @@ GateKind: TypeAlias = Literal["soft", "hard", "none"]
 PullUp: TypeAlias = Literal["fixed", "adaptive"]
 Schedule: TypeAlias = Literal["linear", "logit"]
 LengthCorrection: TypeAlias = Literal["none", "uj"]
-
-_CHOICES: dict[str, tuple[str, ...]] = {
-    "normalize": ("mean", "sum"),
-    "mixture_grad": ("full", "stop"),
-    "gate": ("soft", "hard", "none"),
-    "sgo_pullup": ("fixed", "adaptive"),
-    "schedule": ("linear", "logit"),
-    "sgo_length_correction": ("none", "uj"),
-}
-
 
 @dataclasses.dataclass(frozen=True)
 class ASKDOptions:
@@ -154,6 +144,12 @@ class ASKDOptions:
         'hard'
         """
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+#: The allowed values of each choice option, read from its ``Literal`` type.
+_CHOICES: dict[str, tuple[str, ...]] = {
+    f.name: get_args(f.type) for f in dataclasses.fields(ASKDOptions) if get_origin(f.type) is Literal
+}
 
 
 def resolve_options(options: object) -> ASKDOptions:

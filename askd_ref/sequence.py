@@ -13,7 +13,6 @@ Conventions (spec §1), stated once:
   the exact sequence-level quantities; ``normalize="mean"`` divides both by |y| = Σ_t mask.
 """
 
-import math
 
 import torch
 import torch.nn.functional as F
@@ -24,12 +23,17 @@ from askd_ref._validation import (
     check_bool_mask,
     check_float_tensor,
     check_has_data,
+    check_integer_tensor,
     check_no_nan,
+    check_rows_nonempty,
     check_same_device,
+    check_temperature,
     compute_dtype,
     is_validation_enabled,
 )
+from askd_ref.coefficients import clipped_sgo_coefficient, log_u
 from askd_ref.options import ASKDOptions, Normalize, resolve_options
+from askd_ref.schedules import quality_gate, sgo_alpha
 
 __all__ = ["length_corrected_sgo_coefficient", "sequence_log_ratio", "token_log_probs"]
 
@@ -60,10 +64,7 @@ def check_token_batch(
                 f"got {tuple(t.shape)}"
             )
     check_same_device(student_token_logp=s, teacher_token_logp=t, mask=m)
-    lengths = m.sum(-1)
-    if bool((lengths == 0).any()):
-        row = int(torch.nonzero(lengths == 0)[0, 0])
-        raise ValueError(f"mask row {row} selects no tokens; every sample needs at least one")
+    check_rows_nonempty(m)
     dtype = compute_dtype(s.dtype, *(() if t is None else (t.dtype,)))
     zero = torch.zeros((), dtype=dtype, device=s.device)
     s_c = torch.where(m, s.to(dtype), zero)
@@ -95,10 +96,6 @@ def check_token_batch(
                     f"at {idx}"
                 )
     return s_c, t_c, m
-
-
-def _kind(x: object) -> str:
-    return f"dtype {x.dtype}" if isinstance(x, Tensor) else type(x).__name__
 
 
 def pool(values: Tensor, mask: Tensor, normalize: Normalize) -> Tensor:
@@ -193,13 +190,7 @@ def token_log_probs(
     x = check_float_tensor("logits", logits, min_ndim=3)
     if x.ndim != 3:
         raise ValueError(f"logits must have shape (batch, seq, vocab), got {tuple(x.shape)}")
-    if (
-        not isinstance(input_ids, Tensor)
-        or input_ids.is_floating_point()
-        or input_ids.is_complex()
-        or input_ids.dtype == torch.bool
-    ):
-        raise TypeError(f"input_ids must be an integer tensor of token ids, got {_kind(input_ids)}")
+    input_ids = check_integer_tensor("input_ids", input_ids, "token ids")
     if tuple(input_ids.shape) != tuple(x.shape[:2]):
         raise ValueError(
             f"input_ids must have shape {tuple(x.shape[:2])} (batch, seq of logits), "
@@ -218,10 +209,7 @@ def token_log_probs(
     vocab = x.shape[-1]
     if bool(((input_ids < 0) | (input_ids >= vocab)).any()):
         raise ValueError(f"input_ids must lie in [0, {vocab}) (the vocabulary of logits)")
-    if isinstance(temperature, bool) or not isinstance(temperature, int | float):
-        raise TypeError(f"temperature must be a positive float, got {type(temperature).__name__}")
-    if not (math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature must be a positive finite float, got {temperature!r}")
+    temperature = check_temperature(temperature)
     z = x[:, :-1].to(compute_dtype(x.dtype))
     logp = F.log_softmax(z if temperature == 1 else z / temperature, dim=-1)
     out = logp.gather(-1, input_ids[:, 1:, None].long()).squeeze(-1)
@@ -230,9 +218,7 @@ def token_log_probs(
 
 def _uj_integrand(d: Tensor, a: Tensor) -> Tensor:
     """φ(Δ; α) = log u + 1/u − 1 = log u + (1 − α)·expm1(−Δ) ≥ 0, with φ + φ' = c̃ (T1m)."""
-    from askd_ref.coefficients import _log_u
-
-    return _log_u(d, a) + (1 - a) * torch.expm1(-d)
+    return log_u(d, a) + (1 - a) * torch.expm1(-d)
 
 
 def length_corrected_sgo_coefficient(
@@ -271,9 +257,6 @@ def length_corrected_sgo_coefficient(
         >>> bool(torch.equal(length_corrected_sgo_coefficient(d, r, n), clipped_sgo_coefficient(d, r)))
         True
     """
-    from askd_ref.coefficients import clipped_sgo_coefficient
-    from askd_ref.schedules import quality_gate, sgo_alpha
-
     opts = resolve_options(options)
     if opts.mixture_grad != "full":
         raise ValueError(f"the length correction needs mixture_grad='full', got {opts.mixture_grad!r}")

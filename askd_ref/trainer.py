@@ -44,15 +44,23 @@ from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 from transformers import Trainer, TrainerCallback
 
-from askd_ref.baselines import METHODS, check_method_params, compute_loss, distillm2_gradual_beta
 from askd_ref.data import Sample
 from askd_ref.engine.forward import hidden_states, sequence_logprobs, shared_vocab_size
-from askd_ref.engine.tokens import TokenBatch, encode_prompt, encode_response, pad_batch
-from askd_ref.generation import generate
+from askd_ref.engine.tokens import TokenBatch, encode_prompt, encode_response, pad_batch, render_chat_prompts
+from askd_ref.generation import generate, sample_seed
 from askd_ref.io import atomic_write_json
 from askd_ref.losses import REDUCTIONS, DistillBatch, LossOutput
+from askd_ref.methods import (
+    METHOD_NEEDS,
+    METHODS,
+    MethodNeeds,
+    MethodSpec,
+    check_method_params,
+    compute_loss,
+    method_spec,
+)
 from askd_ref.options import ASKDOptions
-from askd_ref.quality import QualitySignal
+from askd_ref.quality import QualitySignal, get_signal, is_teacher_likelihood, validate_scores
 
 __all__ = [
     "METHOD_NEEDS",
@@ -68,35 +76,6 @@ __all__ = [
 
 SGORegime = Literal["on_policy", "batched", "offline", "none"]
 LossPath = Literal["chunked", "full"]
-
-
-@dataclasses.dataclass(frozen=True)
-class MethodNeeds:
-    """What a method's loss reads: which sample kinds, which log-probs, whether quality."""
-
-    tgo: bool
-    sgo: bool
-    full: bool
-    """Full-vocabulary log-probs of teacher and student."""
-    token: bool
-    """Token log-probs of the sampled tokens (student; teacher too when ``teacher_token``)."""
-    teacher_token: bool
-    quality: bool
-
-
-#: Per method of :data:`askd_ref.METHODS`, what its loss needs (``askd`` with ``lambda_dense > 0``
-#: additionally needs full log-probs; see :meth:`ASKDConfig.needs`).
-METHOD_NEEDS: dict[str, MethodNeeds] = {
-    "askd": MethodNeeds(tgo=True, sgo=True, full=False, token=True, teacher_token=True, quality=True),
-    "askd-dense": MethodNeeds(tgo=True, sgo=True, full=True, token=False, teacher_token=False, quality=True),
-    "seqkd": MethodNeeds(tgo=True, sgo=False, full=False, token=True, teacher_token=False, quality=False),
-    "kd": MethodNeeds(tgo=True, sgo=False, full=True, token=False, teacher_token=False, quality=False),
-    "rkl": MethodNeeds(tgo=False, sgo=True, full=True, token=False, teacher_token=False, quality=False),
-    "gkd": MethodNeeds(tgo=True, sgo=True, full=True, token=False, teacher_token=False, quality=False),
-    "distillm": MethodNeeds(tgo=True, sgo=True, full=True, token=False, teacher_token=False, quality=False),
-    "distillm2": MethodNeeds(tgo=True, sgo=True, full=True, token=False, teacher_token=False, quality=False),
-    "advantage_kd": MethodNeeds(tgo=True, sgo=True, full=True, token=True, teacher_token=False, quality=True),
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -236,7 +215,7 @@ class ASKDConfig:
         check_method_params(
             self.method, alpha=self.alpha, beta=self.beta, loss_type=self.loss_type, eps_a=self.eps_a
         )
-        if self.gradual_beta and self.method != "distillm2":
+        if self.gradual_beta and self.spec.beta_schedule is None:
             raise ValueError(f"gradual_beta is DistiLLM-2's schedule (method distillm2), not {self.method!r}")
         if self.gradual_beta and self.beta is not None:
             raise ValueError("gradual_beta sets beta at every step; do not also give a fixed beta")
@@ -259,17 +238,20 @@ class ASKDConfig:
         params = check_method_params(
             self.method, alpha=self.alpha, beta=self.beta, loss_type=self.loss_type, eps_a=self.eps_a
         )
-        if self.gradual_beta:
-            params["beta"] = distillm2_gradual_beta(step, max(max_steps, 1))
+        schedule = self.spec.beta_schedule
+        if self.gradual_beta and schedule is not None:
+            params["beta"] = schedule(step, max(max_steps, 1))
         return params
+
+    @property
+    def spec(self) -> MethodSpec:
+        """The registry entry of the method (:mod:`askd_ref.methods`)."""
+        return method_spec(self.method)
 
     @property
     def needs(self) -> MethodNeeds:
         """:data:`METHOD_NEEDS` of the method (``askd`` with a dense term needs full log-probs)."""
-        base = METHOD_NEEDS[self.method]
-        if self.method == "askd" and self.options.lambda_dense > 0:
-            return dataclasses.replace(base, full=True)
-        return base
+        return self.spec.needs_with(self.options)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -379,8 +361,6 @@ def prompt_items_from_records(records: Any, tokenizer: Any) -> list[PromptItem]:
     rows (``messages``) get their prompts rendered with ``tokenizer``'s chat template; then the
     rows are grouped by prompt (:func:`prompt_items_from_samples`).
     """
-    from askd_ref.engine.tokens import render_chat_prompts
-
     samples: list[Sample] = []
     for i, row in enumerate(records):
         if not isinstance(row, Mapping):
@@ -516,7 +496,7 @@ class ASKDTrainer(Trainer):
             raise TypeError(f"config must be an ASKDConfig, got {type(config).__name__}")
         if processing_class is None:
             raise ValueError("processing_class (the shared tokenizer) is required")
-        if teacher is None and config.method != "seqkd":
+        if teacher is None and config.spec.needs_teacher:
             raise ValueError(f"method {config.method!r} needs a teacher model")
         if _is_hf_dataset(train_dataset):
             train_dataset = prompt_items_from_records(train_dataset, processing_class)
@@ -582,10 +562,8 @@ class ASKDTrainer(Trainer):
 
     def _build_signal(self) -> QualitySignal | None:
         name = self.askd_config.quality
-        if name is None or name in ("teacher_likelihood", "likelihood"):
+        if name is None or is_teacher_likelihood(name):
             return None
-        from askd_ref.quality import get_signal
-
         return get_signal(name, **dict(self.askd_config.quality_kwargs))
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Sampler[int]:
@@ -669,8 +647,6 @@ class ASKDTrainer(Trainer):
         lmbda = self.askd_config.lmbda
         if lmbda is None:
             return True, True
-        from askd_ref.generation import sample_seed
-
         u = sample_seed(int(self.args.seed), "lmbda", step) / 2.0**63
         return (False, True) if u < lmbda else (True, False)
 
@@ -745,8 +721,6 @@ class ASKDTrainer(Trainer):
             rows[i].item.sample(rows[i].response, "teacher" if rows[i].is_tgo else "student") for i in todo
         ]
         scores = signal.score(samples)
-        from askd_ref.quality import validate_scores
-
         scores = validate_scores(signal.name, samples, scores)
         for i, q in zip(todo, scores, strict=True):
             row = rows[i]
@@ -832,9 +806,9 @@ class ASKDTrainer(Trainer):
         batch = self._token_batch(rows)
         mask = batch.shifted_mask
         unscored = any(r.quality is None for r in rows)
-        if needs.quality and unscored and cfg.quality not in ("teacher_likelihood", "likelihood"):
+        if needs.quality and unscored and not is_teacher_likelihood(cfg.quality):
             raise ValueError("some samples have no quality and no quality signal is configured")
-        teacher_lik = cfg.quality in ("teacher_likelihood", "likelihood") and self.quality_signal is None
+        teacher_lik = is_teacher_likelihood(cfg.quality) and self.quality_signal is None
         is_tgo = torch.tensor([r.is_tgo for r in rows], dtype=torch.bool, device=batch.input_ids.device)
         group = torch.tensor([r.item.index for r in rows], dtype=torch.long, device=batch.input_ids.device)
         behaviour = None

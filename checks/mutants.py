@@ -58,12 +58,12 @@ def _w_logit_one_minus_alpha() -> None:
 
 
 def _c_tilde_without_alpha_term() -> None:
-    from askd_ref.coefficients import _log_u
+    from askd_ref.coefficients import log_u
 
-    def _sgo_coefficient(d: Tensor, a: Tensor, mixture_grad: str) -> Tensor:
-        return _log_u(d, a)  # c̃ = log u, the −α(u − 1) term lost
+    def sgo_coefficient_kernel(d: Tensor, a: Tensor, mixture_grad: str) -> Tensor:
+        return log_u(d, a)  # c̃ = log u, the −α(u − 1) term lost
 
-    _replace_everywhere("askd_ref.coefficients", {"_sgo_coefficient": _sgo_coefficient})
+    _replace_everywhere("askd_ref.coefficients", {"sgo_coefficient_kernel": sgo_coefficient_kernel})
 
 
 def _gate_ignored() -> None:
@@ -246,7 +246,7 @@ MUTANTS: dict[str, Mutant] = {
             "E13's PPO max of losses replaced by the min",
             _source_mutant(
                 _L,
-                "sgo_loss",
+                "clipped_ratio_surrogate",
                 "torch.maximum(unclipped, clipped)",
                 "torch.minimum(unclipped, clipped)",
             ),
@@ -313,14 +313,19 @@ MUTANTS: dict[str, Mutant] = {
         Mutant(
             "dense_srkl_ignores_mixture_grad",
             "E15's SRKL term ignores mixture_grad (always the full gradient)",
-            _source_mutant(_L, "dense_askd_loss", '"srkl", alpha, opts.mixture_grad)', '"srkl", alpha)'),
+            _source_mutant(
+                _L,
+                "dense_askd_loss",
+                "Divergence.srkl(opts.mixture_grad), alpha",
+                "Divergence.SRKL_FULL, alpha",
+            ),
             (_T9D,),
         ),
         Mutant(
             "dense_tgo_constant_alpha",
             "E15's SKL term at constant α_lo instead of α_T(r)",
             _source_mutant(
-                _L, "dense_askd_loss", '"skl", alpha)', '"skl", torch.full_like(alpha, opts.alpha_lo))'
+                _L, "dense_askd_loss", "SKL, alpha)", "SKL, torch.full_like(alpha, opts.alpha_lo))"
             ),
             (_T9D,),
         ),

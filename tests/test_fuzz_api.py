@@ -827,6 +827,7 @@ FUZZED_MODULES = {
     "askd_ref.sequence",
     "askd_ref.losses",
     "askd_ref.baselines",
+    "askd_ref.methods",
     "askd_ref.options",
     "askd_ref.chunked",
 }

@@ -20,8 +20,9 @@ import torch
 from torch import Tensor
 
 from askd_ref import ASKDOptions, DistillBatch, compute_loss
-from askd_ref.baselines import check_method_params, distillm2_gradual_beta
+from askd_ref.baselines import distillm2_gradual_beta
 from askd_ref.chunked import chunked_loss, chunked_token_log_probs
+from askd_ref.methods import check_method_params
 from askd_ref.schedules import quality_gate, sgo_alpha, tgo_alpha
 from askd_ref.sequence import token_log_probs
 from tests.test_chunked import Case, make_case

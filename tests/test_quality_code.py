@@ -18,9 +18,11 @@ import pytest
 from askd_ref.data import Sample
 from askd_ref.quality import QualitySignal, get_signal
 from askd_ref.quality.code import (
+    RunOutcome,
     RunResult,
     SandboxConfig,
     UnitTestPassRate,
+    classify_run,
     count_tests,
     extract_code,
     namespaces_available,
@@ -526,3 +528,47 @@ def test_sandbox_probe_full_catalogue(tmp_path: Path) -> None:
     report = run_probe()
     escaped = [r for r in report["rows"] if not r["contained"]]
     assert report["contained"] == report["runs"] >= len(CASES), escaped
+
+
+# The classifier of a run's result lines, without a process.
+
+
+def _classify(lines: list[str], *, returncode: int | None = 0, timed_out: bool = False) -> RunOutcome:
+    return classify_run(lines, total=2, returncode=returncode, timed_out=timed_out, timeout_s=5.0)
+
+
+def test_classify_counts_each_test_once_and_only_within_range() -> None:
+    lines = ["READY", "P 0", "P 0", "F 1 AssertionError: no", "P 1", "P 7", "P x", "DONE"]
+    assert _classify(lines) == RunOutcome("ok", 1, ("test 1: AssertionError: no",))
+
+
+@pytest.mark.parametrize(
+    ("lines", "returncode", "timed_out", "status", "last_failure"),
+    [
+        (["READY", "P 0"], None, True, "timeout", "timed out after 5 s"),
+        (["READY", "P 0", "P 1"], -9, False, "crashed", "exited early with status -9"),
+        (["READY", "P 0", "P 1", "DONE"], 1, False, "crashed", "exited early with status 1"),
+        (
+            ["READY", "CANDIDATE_ERROR NameError: x", "F 0 NameError", "DONE"],
+            0,
+            False,
+            "candidate_error",
+            "test 0: NameError",
+        ),
+    ],
+)
+def test_classify_statuses(
+    lines: list[str], returncode: int | None, timed_out: bool, status: str, last_failure: str
+) -> None:
+    out = _classify(lines, returncode=returncode, timed_out=timed_out)
+    assert out.status == status
+    assert out.passed == 0  # only an "ok" run scores
+    assert out.failures[-1] == last_failure
+
+
+def test_classify_raises_when_the_sandbox_never_started() -> None:
+    with pytest.raises(RuntimeError, match="failed to start: HARNESS_ERROR rlimit"):
+        _classify(["HARNESS_ERROR rlimit RLIMIT_AS refused"], returncode=1)
+    with pytest.raises(RuntimeError, match="exit status 2"):
+        _classify([], returncode=2)
+    assert _classify([], returncode=None, timed_out=True).status == "timeout"

@@ -74,6 +74,7 @@ __all__ = [
     "LIGER_IMPLS",
     "TARGETS",
     "BenchConfig",
+    "describe_device",
     "distillm2_naive_loss",
     "make_inputs",
     "ratios",
@@ -679,25 +680,10 @@ def run_loss_bench(
         sizes = QUICK_SIZES if quick else FULL_SIZES
     if repeats is not None and repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
-    # The floor runs right after askd_chunked, so the ratio a/e sees the same machine state.
-    impls = ["askd_chunked", "floor", *(i for i in IMPLS if i not in ("askd_chunked", "floor"))]
-    impls += list(EXTRA_IMPLS) if extras else []
     have_liger = liger_available()
-    if liger and not have_liger:
-        raise ValueError(
-            "liger=True but liger_kernel.chunked_loss does not import (pip install --no-deps liger-kernel)"
-        )
-    impls += list(LIGER_IMPLS) if (have_liger if liger is None else liger) else []
-    if only is not None:
-        unknown = sorted(set(only) - set(STEPS))
-        if unknown:
-            raise ValueError(f"unknown implementation(s) {unknown}; expected some of {sorted(STEPS)}")
-        if any(i.startswith("liger") for i in only) and not have_liger:
-            raise ValueError("Liger rows requested but liger_kernel.chunked_loss does not import")
-        impls = [i for i in ("askd_chunked", "floor", *STEPS) if i in only]
-        impls = list(dict.fromkeys(impls))
+    impls = _select_impls(extras, liger, only, have_liger)
     reps = {impl: repeats or (QUICK_REPEATS.get(impl, 1) if quick else 3) for impl in impls}
-    device_name = _device_name(device)
+    device_name = describe_device(device)
     records: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
     details: dict[str, Any] = {"configs": [], "repeats": reps, "environment": _environment(device)}
@@ -717,29 +703,15 @@ def run_loss_bench(
             for impl in impls:
                 bar.set_postfix_str(f"{tokens}x{vocab} {impl}")
                 budget = _available_mb() * memory_fraction if device == "cpu" else math.inf
-                if impl in seen:
-                    size0, peak0, base0 = seen[impl]
-                    predicted = base0 + (peak0 - base0) * tokens * vocab / size0
-                    if predicted > budget:
-                        reason = f"predicted peak {predicted / 1024:.1f} GiB > {budget / 1024:.1f} GiB"
-                        skipped.append({"tokens": tokens, "vocab": vocab, "impl": impl, "reason": reason})
-                        bar.update(1)
-                        continue
+                reason = _over_budget(seen.get(impl), tokens * vocab, budget)
+                if reason is not None:
+                    skipped.append({"tokens": tokens, "vocab": vocab, "impl": impl, "reason": reason})
+                    bar.update(1)
+                    continue
                 result = _spawn(cfg, impl, reps[impl], worker_timeout)
                 results[impl] = result
                 seen[impl] = (tokens * vocab, result["peak_mb"], result["base_mb"])
-                records.append(
-                    {
-                        "tokens": tokens,
-                        "hidden": cfg.hidden,
-                        "vocab": vocab,
-                        "impl": impl,
-                        "time_s": statistics.median(result["times_s"]),
-                        "peak_mb": result["peak_mb"],
-                        "device": device_name,
-                        **({"compile_s": result["compile_s"]} if "compile_s" in result else {}),
-                    }
-                )
+                records.append(_record(cfg, impl, result, device_name))
                 bar.update(1)
             details["configs"].append({"config": dataclasses.asdict(cfg), "results": results})
     order = {impl: k for k, impl in enumerate((*IMPLS, *EXTRA_IMPLS, *LIGER_IMPLS))}
@@ -758,7 +730,57 @@ def run_loss_bench(
     return records
 
 
-def _device_name(device: str) -> str:
+def _select_impls(
+    extras: bool, liger: bool | None, only: Sequence[str] | None, have_liger: bool
+) -> list[str]:
+    """The implementations to run, in order (``only`` restricts them; Liger rows when asked or importable)."""
+    # The floor runs right after askd_chunked, so the ratio a/e sees the same machine state.
+    impls = ["askd_chunked", "floor", *(i for i in IMPLS if i not in ("askd_chunked", "floor"))]
+    impls += list(EXTRA_IMPLS) if extras else []
+    if liger and not have_liger:
+        raise ValueError(
+            "liger=True but liger_kernel.chunked_loss does not import (pip install --no-deps liger-kernel)"
+        )
+    impls += list(LIGER_IMPLS) if (have_liger if liger is None else liger) else []
+    if only is not None:
+        unknown = sorted(set(only) - set(STEPS))
+        if unknown:
+            raise ValueError(f"unknown implementation(s) {unknown}; expected some of {sorted(STEPS)}")
+        if any(i.startswith("liger") for i in only) and not have_liger:
+            raise ValueError("Liger rows requested but liger_kernel.chunked_loss does not import")
+        impls = [i for i in ("askd_chunked", "floor", *STEPS) if i in only]
+        impls = list(dict.fromkeys(impls))
+    return impls
+
+
+def _over_budget(seen: tuple[int, float, float] | None, size: int, budget: float) -> str | None:
+    """Why a run is skipped: its peak memory predicted from the largest run so far (``seen`` =
+    (tokens·vocab, peak MiB, base MiB)), scaled to ``size`` = tokens·vocab, exceeds ``budget``."""
+    if seen is None:
+        return None
+    size0, peak0, base0 = seen
+    predicted = base0 + (peak0 - base0) * size / size0
+    if predicted > budget:
+        return f"predicted peak {predicted / 1024:.1f} GiB > {budget / 1024:.1f} GiB"
+    return None
+
+
+def _record(cfg: BenchConfig, impl: str, result: dict[str, Any], device_name: str) -> dict[str, Any]:
+    """One row of ``loss-bench.json``: the median time and the peak memory of one run."""
+    return {
+        "tokens": cfg.tokens,
+        "hidden": cfg.hidden,
+        "vocab": cfg.vocab,
+        "impl": impl,
+        "time_s": statistics.median(result["times_s"]),
+        "peak_mb": result["peak_mb"],
+        "device": device_name,
+        **({"compile_s": result["compile_s"]} if "compile_s" in result else {}),
+    }
+
+
+def describe_device(device: str) -> str:
+    """The GPU name, or the CPU model name, of ``device`` (for benchmark reports)."""
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(torch.device(device))
     cpu = platform.processor() or platform.machine()
@@ -788,7 +810,7 @@ def _environment(device: str) -> dict[str, str]:
         "trl": trl.__version__,
         "liger_kernel": liger_version,
         "load_average_1_5_15": " ".join(f"{v:.2f}" for v in os.getloadavg()),
-        "device": _device_name(device),
+        "device": describe_device(device),
         "platform": platform.platform(),
     }
 

@@ -43,7 +43,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from transformers import TrainerCallback
+from transformers import (
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    TrainerCallback,
+    TrainingArguments,
+)
+
+from askd_ref.bench.loss import describe_device
 
 __all__ = [
     "PHASES",
@@ -200,7 +208,6 @@ def wide_tokenizer(vocab_size: int) -> Any:
     to their names. It lets a randomly initialised model of a real vocabulary size run end to end.
     """
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
 
     from askd_ref.toy.tokenizer import ALPHABET, SPECIAL_TOKENS
 
@@ -256,8 +263,6 @@ def build_models(name: str, *, layers: int | None = None) -> tuple[Any, Any, Any
         )
         return tok, teacher, student
     if name == "qwen0.5b":
-        from transformers import Qwen2Config, Qwen2ForCausalLM
-
         shape = dict(QWEN05_SHAPE)
         if layers is not None:
             shape["num_hidden_layers"] = layers
@@ -307,8 +312,6 @@ def make_trainer(
     tok: Any, teacher: Any, student: Any, settings: StepSettings, out_dir: Path, device: str, *, steps: int
 ) -> Any:
     """An on-policy :class:`~askd_ref.trainer.ASKDTrainer` for ``steps`` optimizer steps (SGD)."""
-    from transformers import TrainingArguments
-
     from askd_ref.trainer import ASKDConfig, ASKDTrainer
 
     cfg = ASKDConfig(
@@ -529,7 +532,7 @@ def run_step_bench(
     out_dir = Path(out_dir)
     results: dict[str, Any] = {
         "load_average_start": " ".join(f"{v:.2f}" for v in os.getloadavg()),
-        "device": _device(device),
+        "device": describe_device(device),
         "torch": torch.__version__,
         "models": {},
     }
@@ -567,7 +570,3 @@ def run_step_bench(
     return results
 
 
-def _device(device: str) -> str:
-    from askd_ref.bench.loss import _device_name
-
-    return _device_name(device)

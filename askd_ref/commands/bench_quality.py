@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
     import transformers
 
-    from askd_ref.baselines import METHODS
+    from askd_ref.methods import METHODS
     from askd_ref.toy.bench import BENCH_SETTINGS, SWEEPS, run_bench
     from askd_ref.toy.demo import check_device
     from askd_ref.toy.pipeline import StageMissed

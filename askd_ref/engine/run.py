@@ -47,39 +47,118 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, TypeVar, get_type_hints
 
 from askd_ref.commands._errors import RunInterrupted, UsageError
-from askd_ref.engine.paths import check_model_path, resolve_model_path
+from askd_ref.engine.paths import check_model_path, last_checkpoint, resolve_model_path
 from askd_ref.options import ASKDOptions
 
 __all__ = ["DistillRunConfig", "end_distributed", "load_run_config", "run_distill"]
 
-_TOP_KEYS = {
-    "teacher",
-    "student",
-    "tokenizer",
-    "data",
-    "method",
-    "options",
-    "quality",
-    "quality_kwargs",
-    "sgo",
-    "loss",
-    "device",
-    "dtype",
-    "teacher_dtype",
-    "eval",
-    "training",
-    "peft",
-    "log_samples",
-}
-_DATA_KEYS = {"train", "eval", "skip_bad_lines", "max_prompts"}
-_SGO_KEYS = {"regime", "per_prompt", "temperature", "top_p", "max_new_tokens", "batch_size", "lmbda"}
-_LOSS_KEYS = {
-    "path", "chunk_size", "temperature", "reduction", "alpha", "beta", "loss_type", "eps_a", "gradual_beta",
-}
-_EVAL_KEYS = {"max_new_tokens", "batch_size", "temperature"}
+class _Unset:
+    """The value of a run-file key that is absent (``None`` is a value a key can take)."""
+
+    def __repr__(self) -> str:
+        return "<unset>"
+
+
+_UNSET: Any = _Unset()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Sets:
+    """Annotation of a run-file key that sets the :class:`ASKDConfig` field ``name``."""
+
+    name: str
+
+
+@dataclasses.dataclass(frozen=True)
+class _Section:
+    """A run-file mapping whose dataclass fields are its keys (absent keys stay ``_UNSET``)."""
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = getattr(self, key)
+        return default if value is _UNSET else value
+
+    def given(self) -> dict[str, Any]:
+        """The keys present in the file, with their values."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {k: v for k, v in values.items() if v is not _UNSET}
+
+    def askd_fields(self) -> dict[str, Any]:
+        """The present keys that set :class:`ASKDConfig` fields, under the field names."""
+        hints = get_type_hints(type(self), include_extras=True)
+        targets = {k: m.name for k, h in hints.items() for m in getattr(h, "__metadata__", ())}
+        return {targets[k]: v for k, v in self.given().items() if k in targets}
+
+
+@dataclasses.dataclass(frozen=True)
+class _RunFile(_Section):
+    teacher: Any = _UNSET
+    student: Any = _UNSET
+    tokenizer: Any = _UNSET
+    data: Any = _UNSET
+    method: Any = _UNSET
+    options: Any = _UNSET
+    quality: Any = _UNSET
+    quality_kwargs: Any = _UNSET
+    sgo: Any = _UNSET
+    loss: Any = _UNSET
+    device: Any = _UNSET
+    dtype: Any = _UNSET
+    teacher_dtype: Any = _UNSET
+    eval: Any = _UNSET
+    training: Any = _UNSET
+    peft: Any = _UNSET
+    log_samples: Any = _UNSET
+
+
+@dataclasses.dataclass(frozen=True)
+class _DataSection(_Section):
+    train: Any = _UNSET
+    eval: Any = _UNSET
+    skip_bad_lines: Any = _UNSET
+    max_prompts: Any = _UNSET
+
+
+@dataclasses.dataclass(frozen=True)
+class _SgoSection(_Section):
+    regime: Annotated[Any, _Sets("sgo_regime")] = _UNSET
+    per_prompt: Annotated[Any, _Sets("sgo_per_prompt")] = _UNSET
+    temperature: Annotated[Any, _Sets("temperature")] = _UNSET  # sampling τ; loss.temperature is the loss τ
+    top_p: Annotated[Any, _Sets("top_p")] = _UNSET
+    max_new_tokens: Annotated[Any, _Sets("max_new_tokens")] = _UNSET
+    batch_size: Annotated[Any, _Sets("generation_batch_size")] = _UNSET
+    lmbda: Annotated[Any, _Sets("lmbda")] = _UNSET
+
+
+@dataclasses.dataclass(frozen=True)
+class _LossSection(_Section):
+    path: Annotated[Any, _Sets("loss_path")] = _UNSET
+    chunk_size: Annotated[Any, _Sets("chunk_size")] = _UNSET
+    temperature: Annotated[Any, _Sets("loss_temperature")] = _UNSET
+    reduction: Annotated[Any, _Sets("reduction")] = _UNSET
+    alpha: Annotated[Any, _Sets("alpha")] = _UNSET
+    beta: Annotated[Any, _Sets("beta")] = _UNSET
+    loss_type: Annotated[Any, _Sets("loss_type")] = _UNSET
+    eps_a: Annotated[Any, _Sets("eps_a")] = _UNSET
+    gradual_beta: Annotated[Any, _Sets("gradual_beta")] = _UNSET
+
+
+@dataclasses.dataclass(frozen=True)
+class _EvalSection(_Section):
+    max_new_tokens: Any = _UNSET
+    batch_size: Any = _UNSET
+    temperature: Any = _UNSET
+
+
+@dataclasses.dataclass(frozen=True)
+class _LogSamplesSection(_Section):
+    every: Annotated[Any, _Sets("log_samples_every")] = _UNSET
+    count: Annotated[Any, _Sets("log_samples_count")] = _UNSET
+
+
+_S = TypeVar("_S", bound=_Section)
 
 
 def _unknown_keys(found: Any, allowed: set[str], where: str, section: str | None = None) -> None:
@@ -95,12 +174,12 @@ def _unknown_keys(found: Any, allowed: set[str], where: str, section: str | None
     raise UsageError(f"{where}: unknown key '{key}' {place}{more}; {hint}")
 
 
-def _section(cfg: Mapping[str, Any], name: str, keys: set[str], where: str) -> dict[str, Any]:
-    value = cfg.get(name) or {}
+def _read(cls: type[_S], value: Any, where: str, name: str | None = None) -> _S:
+    """The mapping ``value`` (section ``name``, or the top level) as ``cls``; unknown keys raise."""
     if not isinstance(value, Mapping):
         raise UsageError(f"{where}: '{name}' must be a mapping, got {type(value).__name__}")
-    _unknown_keys(value, keys, where, name)
-    return dict(value)
+    _unknown_keys(value, {f.name for f in dataclasses.fields(cls)}, where, name)
+    return cls(**value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,116 +231,33 @@ def load_run_config(path: str | os.PathLike[str]) -> DistillRunConfig:
     heavy import, so a wrong file is reported in well under a second. Errors are
     :class:`~askd_ref.commands._errors.UsageError` naming the file and the key.
     """
-    import yaml
-
     where = os.fspath(path)
-    if not os.path.isfile(where):
-        raise UsageError(f"run file {where!r} does not exist")
-    with open(path, encoding="utf-8") as f:
-        try:
-            raw = yaml.safe_load(f)
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            line = f" line {mark.line + 1}" if mark is not None else ""
-            raise UsageError(f"{where}:{line} is not valid YAML ({getattr(err, 'problem', err)})") from None
-    if not isinstance(raw, Mapping):
-        raise UsageError(f"{where}: the top level must be a mapping of keys such as teacher, student, data")
-    _unknown_keys(raw, _TOP_KEYS, where)
+    raw = _read_yaml(where)
     for key in ("teacher", "student", "data", "training"):
-        if key not in raw:
+        if getattr(raw, key) is _UNSET:
             raise UsageError(f"{where}: missing required key '{key}'")
     base = str(Path(where).resolve().parent)
-
-    def resolve(p: str) -> str:
-        if not isinstance(p, str):
-            raise UsageError(f"{where}: a data path must be a string, got {p!r}")
-        q = Path(os.path.expanduser(p))
-        return str(q if q.is_absolute() else Path(base) / q)
-
-    def model(key: str) -> str:
-        value = raw[key]
-        if not isinstance(value, str) or not value:
-            raise UsageError(f"{where}: '{key}' must be a model directory or hub id, got {value!r}")
-        resolved = resolve_model_path(value, base)
-        try:
-            check_model_path(resolved, what=f"{key}")
-        except (FileNotFoundError, ValueError) as err:
-            raise UsageError(f"{where}: {err}") from None
-        return resolved
-
-    teacher, student = model("teacher"), model("student")
-    tokenizer = None if raw.get("tokenizer") is None else model("tokenizer")
-    data = _section(raw, "data", _DATA_KEYS, where)
+    teacher, student = _model(raw, "teacher", base, where), _model(raw, "student", base, where)
+    tokenizer = None if raw.get("tokenizer") is None else _model(raw, "tokenizer", base, where)
+    data = _read(_DataSection, raw.data or {}, where, "data")
     train = data.get("train")
     if isinstance(train, str):
         train = [train]
     if not train or not isinstance(train, list):
         raise UsageError(f"{where}: data.train must be a file or a non-empty list of files")
-    train_files = tuple(resolve(p) for p in train)
-    eval_file = None if data.get("eval") is None else resolve(data["eval"])
-    sgo = _section(raw, "sgo", _SGO_KEYS, where)
-    loss = _section(raw, "loss", _LOSS_KEYS, where)
-    ev = _section(raw, "eval", _EVAL_KEYS, where)
-    options_raw = raw.get("options") or {}
-    if not isinstance(options_raw, Mapping):
-        raise UsageError(f"{where}: 'options' must be a mapping of ASKDOptions fields")
-    _unknown_keys(options_raw, {f.name for f in dataclasses.fields(ASKDOptions)}, where, "options")
-    training = raw["training"]
-    if not isinstance(training, Mapping) or "output_dir" not in training:
-        raise UsageError(f"{where}: 'training' must be a mapping with an output_dir")
-    for key in ("device", "dtype", "teacher_dtype"):
-        value = raw.get(key)
-        allowed = ("fp32", "bf16", "fp16") if key != "device" else None
-        if value is not None and allowed is not None and value not in allowed:
-            raise UsageError(f"{where}: '{key}' must be one of {', '.join(allowed)}, got {value!r}")
-
-    from askd_ref.trainer import ASKDConfig  # the heavy import, after the structural checks
-
-    try:
-        options = ASKDOptions(**options_raw)
-        askd_fields: dict[str, Any] = {
-            "method": raw.get("method", "askd"),
-            "options": options,
-            "quality": raw.get("quality", "exact_match"),
-            "quality_kwargs": dict(raw.get("quality_kwargs") or {}),
-        }
-        renames = (
-            ("regime", "sgo_regime"),
-            ("per_prompt", "sgo_per_prompt"),
-            ("temperature", "temperature"),
-            ("top_p", "top_p"),
-            ("max_new_tokens", "max_new_tokens"),
-            ("batch_size", "generation_batch_size"),
-            ("lmbda", "lmbda"),
-        )
-        for src, dst in renames:
-            if src in sgo:
-                askd_fields[dst] = sgo[src]
-        # loss.temperature is the loss τ (ASKDConfig.loss_temperature); sgo.temperature samples
-        samples_block = _section(raw, "log_samples", {"every", "count"}, where)
-        if "every" in samples_block:
-            askd_fields["log_samples_every"] = samples_block["every"]
-        if "count" in samples_block:
-            askd_fields["log_samples_count"] = samples_block["count"]
-        loss_renames = {"path": "loss_path", "temperature": "loss_temperature"}
-        for key, value in loss.items():
-            askd_fields[loss_renames.get(key, key)] = value
-        askd = ASKDConfig(**askd_fields)
-    except (TypeError, ValueError) as err:
-        raise UsageError(f"{where}: {err}") from None
-    peft_block = raw.get("peft")
-    if peft_block is not None:
-        if not isinstance(peft_block, Mapping):
-            raise UsageError(f"{where}: 'peft' must be a mapping of LoraConfig fields")
-        if not isinstance(peft_block.get("merge", True), bool):
-            raise UsageError(f"{where}: peft.merge must be true or false")
-        try:
-            _lora_config(peft_block, where)  # validate now, not after the models are loaded
-        except ValueError as err:
-            raise UsageError(str(err)) from None
-        peft_block = dict(peft_block)
-    out_dir = str(training["output_dir"])
-    training = {**training, "output_dir": resolve(out_dir) if not os.path.isabs(out_dir) else out_dir}
+    train_files = tuple(_resolve(p, base, where) for p in train)
+    eval_file = None if data.get("eval") is None else _resolve(data.get("eval"), base, where)
+    sections = (
+        _read(_SgoSection, raw.get("sgo") or {}, where, "sgo"),
+        _read(_LossSection, raw.get("loss") or {}, where, "loss"),
+    )
+    ev = _read(_EvalSection, raw.get("eval") or {}, where, "eval").given()
+    _check_top_values(raw, where)
+    askd = _askd_config(raw, sections, where)
+    peft_block = _peft_block(raw.get("peft"), where)
+    out_dir = str(raw.training["output_dir"])
+    resolved_out = out_dir if os.path.isabs(out_dir) else _resolve(out_dir, base, where)
+    training = {**raw.training, "output_dir": resolved_out}
     return DistillRunConfig(
         teacher=teacher,
         student=student,
@@ -274,11 +270,101 @@ def load_run_config(path: str | os.PathLike[str]) -> DistillRunConfig:
         askd=askd,
         device=str(raw.get("device", "cpu")),
         dtype=str(raw.get("dtype", "fp32")),
-        teacher_dtype=None if raw.get("teacher_dtype") is None else str(raw["teacher_dtype"]),
+        teacher_dtype=None if raw.get("teacher_dtype") is None else str(raw.teacher_dtype),
         eval_settings=ev,
         source=where,
         peft=peft_block,
     )
+
+
+def _read_yaml(where: str) -> _RunFile:
+    """The run file's top level (``UsageError`` for a missing file, bad YAML or unknown keys)."""
+    import yaml
+
+    if not os.path.isfile(where):
+        raise UsageError(f"run file {where!r} does not exist")
+    with open(where, encoding="utf-8") as f:
+        try:
+            raw = yaml.safe_load(f)
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            line = f" line {mark.line + 1}" if mark is not None else ""
+            raise UsageError(f"{where}:{line} is not valid YAML ({getattr(err, 'problem', err)})") from None
+    if not isinstance(raw, Mapping):
+        raise UsageError(f"{where}: the top level must be a mapping of keys such as teacher, student, data")
+    return _read(_RunFile, raw, where)
+
+
+def _resolve(p: object, base: str, where: str) -> str:
+    """A data path, relative to the run file's directory."""
+    if not isinstance(p, str):
+        raise UsageError(f"{where}: a data path must be a string, got {p!r}")
+    q = Path(os.path.expanduser(p))
+    return str(q if q.is_absolute() else Path(base) / q)
+
+
+def _model(raw: _RunFile, key: str, base: str, where: str) -> str:
+    """A model directory (checked to exist) or hub id."""
+    value = getattr(raw, key)
+    if not isinstance(value, str) or not value:
+        raise UsageError(f"{where}: '{key}' must be a model directory or hub id, got {value!r}")
+    resolved = resolve_model_path(value, base)
+    try:
+        check_model_path(resolved, what=f"{key}")
+    except (FileNotFoundError, ValueError) as err:
+        raise UsageError(f"{where}: {err}") from None
+    return resolved
+
+
+def _check_top_values(raw: _RunFile, where: str) -> None:
+    """``options`` (ASKDOptions field names), ``training`` (with output_dir), the dtypes."""
+    options_raw = raw.get("options") or {}
+    if not isinstance(options_raw, Mapping):
+        raise UsageError(f"{where}: 'options' must be a mapping of ASKDOptions fields")
+    _unknown_keys(options_raw, {f.name for f in dataclasses.fields(ASKDOptions)}, where, "options")
+    if not isinstance(raw.training, Mapping) or "output_dir" not in raw.training:
+        raise UsageError(f"{where}: 'training' must be a mapping with an output_dir")
+    for key in ("dtype", "teacher_dtype"):
+        value = raw.get(key)
+        if value is not None and value not in ("fp32", "bf16", "fp16"):
+            raise UsageError(f"{where}: '{key}' must be one of fp32, bf16, fp16, got {value!r}")
+
+
+def _askd_config(raw: _RunFile, sections: tuple[_SgoSection, _LossSection], where: str) -> Any:
+    """The :class:`~askd_ref.trainer.ASKDConfig` of the run file (errors name the file)."""
+    from askd_ref.trainer import ASKDConfig  # the heavy import, after the structural checks
+
+    try:
+        askd_fields: dict[str, Any] = {
+            "method": raw.get("method", "askd"),
+            "options": ASKDOptions(**(raw.get("options") or {})),
+            "quality": raw.get("quality", "exact_match"),
+            "quality_kwargs": dict(raw.get("quality_kwargs") or {}),
+        }
+        for section in sections:
+            askd_fields.update(section.askd_fields())
+        samples = _read(_LogSamplesSection, raw.get("log_samples") or {}, where, "log_samples")
+        askd_fields.update(samples.askd_fields())
+        return ASKDConfig(**askd_fields)
+    except UsageError:
+        raise
+    except (TypeError, ValueError) as err:
+        raise UsageError(f"{where}: {err}") from None
+
+
+def _peft_block(peft_block: Any, where: str) -> dict[str, Any] | None:
+    """The ``peft:`` block, validated as a ``LoraConfig`` now (not after the models load)."""
+    if peft_block is None:
+        return None
+    if not isinstance(peft_block, Mapping):
+        raise UsageError(f"{where}: 'peft' must be a mapping of LoraConfig fields")
+    if not isinstance(peft_block.get("merge", True), bool):
+        raise UsageError(f"{where}: peft.merge must be true or false")
+    try:
+        _lora_config(peft_block, where)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    return dict(peft_block)
 
 
 def _portable_training_args(training: Mapping[str, Any]) -> dict[str, Any]:
@@ -332,54 +418,22 @@ def run_distill(
     for key, file in [("data.train", f) for f in config.train_files] + [("data.eval", config.eval_file)]:
         if file is not None and not os.path.isfile(file):
             raise UsageError(f"{key} file {file!r} does not exist")
-    from transformers import TrainingArguments
-
-    from askd_ref.data import read_samples
-    from askd_ref.engine.evaluate import evaluate_model_sharded
-    from askd_ref.engine.forward import check_same_tokenizer
-    from askd_ref.engine.loading import load_causal_lm, load_tokenizer, resolve_device
+    from askd_ref.engine.loading import load_causal_lm
     from askd_ref.io import atomic_write_json
-    from askd_ref.trainer import ASKDTrainer, prompt_items_from_samples
+    from askd_ref.trainer import ASKDTrainer
 
-    try:
-        device = resolve_device(config.device)
-    except ValueError as err:
-        raise UsageError(f"device: {err}") from None
-    if device.type == "cpu" and config.dtype != "fp32":
-        raise UsageError(f"dtype {config.dtype} needs a GPU; use dtype: fp32 on CPU")
-    tokenizer = load_tokenizer(config.tokenizer or config.student)
-    if config.tokenizer is None:
-        check_same_tokenizer(load_tokenizer(config.teacher), tokenizer)
-    samples: list[Any] = []
-    for path in config.train_files:
-        part = read_samples(path, skip_bad_lines=config.skip_bad_lines)
-        if config.skip_bad_lines and part.num_skipped and _launch_rank() == 0:
-            print(part.skipped_report())
-        samples.extend(part)
-    from askd_ref.engine.tokens import render_chat_prompts
-
-    items = prompt_items_from_samples(render_chat_prompts(samples, tokenizer))  # chat records: template
-    if config.max_prompts is not None:
-        items = items[: int(config.max_prompts)]
-    if not items:
-        raise ValueError(f"no training prompts in {list(config.train_files)}")
+    device = _check_device(config)
+    tokenizer = _load_run_tokenizer(config)
+    items = _load_items(config, tokenizer)
     student = load_causal_lm(config.student, device=str(device), dtype="fp32")
     teacher = None
-    if config.askd.method != "seqkd":
+    if config.askd.spec.needs_teacher:
         teacher_dtype = config.teacher_dtype or config.dtype
         teacher = load_causal_lm(config.teacher, device=str(device), dtype=teacher_dtype)
-    training = dict(config.training)
-    training.setdefault("report_to", [])
-    training.setdefault("save_strategy", "no")
-    training["use_cpu"] = device.type == "cpu"
-    training["bf16"] = config.dtype == "bf16"
-    training["fp16"] = config.dtype == "fp16"
-    training["disable_tqdm"] = not progress
-    args = TrainingArguments(**_portable_training_args(training))
     trainer = ASKDTrainer(
         model=student,
         teacher=teacher,
-        args=args,
+        args=_training_arguments(config, device, progress),
         config=config.askd,
         train_dataset=items,
         processing_class=tokenizer,
@@ -397,15 +451,7 @@ def run_distill(
             f"stopped after step {stop.stopped_at}, checkpoint saved to {checkpoint}; "
             f"continue with: {command} --resume"
         )
-    final = os.path.join(output_dir, "final")
-    trainer.save_model(final)
-    if trainer.is_world_process_zero():
-        tokenizer.save_pretrained(final)
-    if config.peft is not None and config.peft.get("merge", True):
-        merged = os.path.join(output_dir, "final-merged")
-        trainer.save_merged_model(merged)
-        if trainer.is_world_process_zero():
-            tokenizer.save_pretrained(merged)
+    final = _save_final(config, trainer, tokenizer, output_dir)
     metrics: dict[str, Any] = {
         "method": config.askd.method,
         # all-reduced over the processes (ASKDTrainer.log); TrainOutput.training_loss is this rank's
@@ -416,31 +462,7 @@ def run_distill(
         "log_history": trainer.state.log_history,
     }
     if config.eval_file is not None:
-        from accelerate.utils import gather_object
-
-        from askd_ref.data import read_prompts
-        from askd_ref.quality import get_signal
-
-        if config.askd.quality is None or config.askd.quality in ("teacher_likelihood", "likelihood"):
-            raise ValueError("data.eval needs a verifying quality signal (e.g. exact_match or unit_tests)")
-        prompts = read_prompts(config.eval_file, skip_bad_lines=config.skip_bad_lines)
-        signal = get_signal(config.askd.quality, **dict(config.askd.quality_kwargs))
-        ev = config.eval_settings
-        res = evaluate_model_sharded(
-            trainer.accelerator.unwrap_model(trainer.model),
-            tokenizer,
-            prompts,
-            signal,
-            rank=trainer.accelerator.process_index,
-            world_size=trainer.world_size,
-            gather=gather_object,
-            max_new_tokens=int(ev.get("max_new_tokens", config.askd.max_new_tokens)),
-            batch_size=int(ev.get("batch_size", 32)),
-            temperature=float(ev.get("temperature", 0.0)),
-            progress=progress and trainer.is_world_process_zero(),
-            desc="eval (held-out prompts)",
-        )
-        metrics["eval"] = res.to_dict()
+        metrics["eval"] = _evaluate(config, trainer, tokenizer, progress)
     if trainer.is_world_process_zero():
         atomic_write_json(os.path.join(output_dir, "metrics.json"), metrics)
     main = trainer.is_world_process_zero()
@@ -451,6 +473,110 @@ def run_distill(
             line += f"; eval accuracy {metrics['eval']['accuracy']:.4f} (n = {metrics['eval']['n']})"
         print(line + f"; saved to {final}")
     return metrics
+
+
+def _check_device(config: DistillRunConfig) -> Any:
+    """The run's torch device; ``UsageError`` for an unknown one or half precision on CPU."""
+    from askd_ref.engine.loading import resolve_device
+
+    try:
+        device = resolve_device(config.device)
+    except ValueError as err:
+        raise UsageError(f"device: {err}") from None
+    if device.type == "cpu" and config.dtype != "fp32":
+        raise UsageError(f"dtype {config.dtype} needs a GPU; use dtype: fp32 on CPU")
+    return device
+
+
+def _load_run_tokenizer(config: DistillRunConfig) -> Any:
+    """The shared tokenizer (the student's by default, then checked to equal the teacher's)."""
+    from askd_ref.engine.forward import check_same_tokenizer
+    from askd_ref.engine.loading import load_tokenizer
+
+    tokenizer = load_tokenizer(config.tokenizer or config.student)
+    if config.tokenizer is None:
+        check_same_tokenizer(load_tokenizer(config.teacher), tokenizer)
+    return tokenizer
+
+
+def _load_items(config: DistillRunConfig, tokenizer: Any) -> list[Any]:
+    """The training prompts with their samples (chat records rendered with the template)."""
+    from askd_ref.data import read_samples
+    from askd_ref.engine.tokens import render_chat_prompts
+    from askd_ref.trainer import prompt_items_from_samples
+
+    samples: list[Any] = []
+    for path in config.train_files:
+        part = read_samples(path, skip_bad_lines=config.skip_bad_lines)
+        if config.skip_bad_lines and part.num_skipped and _launch_rank() == 0:
+            print(part.skipped_report())
+        samples.extend(part)
+    items = prompt_items_from_samples(render_chat_prompts(samples, tokenizer))  # chat records: template
+    if config.max_prompts is not None:
+        items = items[: int(config.max_prompts)]
+    if not items:
+        raise ValueError(f"no training prompts in {list(config.train_files)}")
+    return items
+
+
+def _training_arguments(config: DistillRunConfig, device: Any, progress: bool) -> Any:
+    """``TrainingArguments`` from the ``training:`` block, the device and the precision."""
+    from transformers import TrainingArguments
+
+    training = dict(config.training)
+    training.setdefault("report_to", [])
+    training.setdefault("save_strategy", "no")
+    training["use_cpu"] = device.type == "cpu"
+    training["bf16"] = config.dtype == "bf16"
+    training["fp16"] = config.dtype == "fp16"
+    training["disable_tqdm"] = not progress
+    return TrainingArguments(**_portable_training_args(training))
+
+
+def _save_final(config: DistillRunConfig, trainer: Any, tokenizer: Any, output_dir: str) -> str:
+    """Save the student (and, with ``peft.merge``, the merged model) with the tokenizer."""
+    final = os.path.join(output_dir, "final")
+    trainer.save_model(final)
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(final)
+    if config.peft is not None and config.peft.get("merge", True):
+        merged = os.path.join(output_dir, "final-merged")
+        trainer.save_merged_model(merged)
+        if trainer.is_world_process_zero():
+            tokenizer.save_pretrained(merged)
+    return final
+
+
+def _evaluate(config: DistillRunConfig, trainer: Any, tokenizer: Any, progress: bool) -> dict[str, Any]:
+    """Accuracy on the ``data.eval`` prompts, split across the processes and gathered."""
+    from accelerate.utils import gather_object
+
+    from askd_ref.data import read_prompts
+    from askd_ref.engine.evaluate import evaluate_model_sharded
+    from askd_ref.quality import get_signal, is_teacher_likelihood
+
+    assert config.eval_file is not None
+    if config.askd.quality is None or is_teacher_likelihood(config.askd.quality):
+        raise ValueError("data.eval needs a verifying quality signal (e.g. exact_match or unit_tests)")
+    prompts = read_prompts(config.eval_file, skip_bad_lines=config.skip_bad_lines)
+    signal = get_signal(config.askd.quality, **dict(config.askd.quality_kwargs))
+    ev = config.eval_settings
+    res = evaluate_model_sharded(
+        trainer.accelerator.unwrap_model(trainer.model),
+        tokenizer,
+        prompts,
+        signal,
+        rank=trainer.accelerator.process_index,
+        world_size=trainer.world_size,
+        gather=gather_object,
+        max_new_tokens=int(ev.get("max_new_tokens", config.askd.max_new_tokens)),
+        batch_size=int(ev.get("batch_size", 32)),
+        temperature=float(ev.get("temperature", 0.0)),
+        progress=progress and trainer.is_world_process_zero(),
+        desc="eval (held-out prompts)",
+    )
+    result: dict[str, Any] = res.to_dict()
+    return result
 
 
 def _existing_work(output_dir: str) -> list[str]:
@@ -465,8 +591,6 @@ def _check_output_dir(
     output_dir: str, resume: str | bool | None, overwrite: bool, command: str
 ) -> str | None:
     """Refuse to overwrite an earlier run's work; resolve ``resume`` to the checkpoint folder used."""
-    from askd_ref.engine.paths import last_checkpoint
-
     if resume and overwrite:
         raise UsageError("--resume and --overwrite contradict each other; choose one")
     main = _launch_rank() == 0

@@ -12,7 +12,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from askd_ref.data import Sample
 
-__all__ = ["SIGNAL_NAMES", "QualitySignal", "get_signal", "validate_scores"]
+__all__ = ["SIGNAL_NAMES", "QualitySignal", "get_signal", "is_teacher_likelihood", "validate_scores"]
 
 
 @runtime_checkable
@@ -60,6 +60,16 @@ _SIGNALS: dict[str, tuple[str, str]] = {
     "digit_credit": ("askd_ref.toy.quality", "DigitCredit"),
 }
 _ALIASES: dict[str, str] = {"math": "exact_match", "code": "unit_tests", "likelihood": "teacher_likelihood"}
+
+def is_teacher_likelihood(name: str | None) -> bool:
+    """Whether ``name`` is the teacher-likelihood signal (or its alias), which the trainer
+    computes from its own teacher pass instead of building a signal.
+
+    >>> is_teacher_likelihood("likelihood"), is_teacher_likelihood("exact_match")
+    (True, False)
+    """
+    return name is not None and _ALIASES.get(name, name) == "teacher_likelihood"
+
 
 #: The names :func:`get_signal` accepts (aliases included).
 SIGNAL_NAMES: tuple[str, ...] = tuple(sorted([*_SIGNALS, *_ALIASES]))

@@ -69,15 +69,17 @@ import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from askd_ref.data import Sample
 from askd_ref.quality import validate_scores
 
 __all__ = [
+    "RunOutcome",
     "RunResult",
     "SandboxConfig",
     "UnitTestPassRate",
+    "classify_run",
     "count_tests",
     "extract_code",
     "namespaces_available",
@@ -448,6 +450,43 @@ def run_tests(candidate: str, tests: str, config: SandboxConfig | None = None) -
     if os.name != "posix":
         raise RuntimeError("the code sandbox needs a POSIX system (resource limits, process groups)")
     cfg = config if config is not None else SandboxConfig()
+    total = _check_run_inputs(candidate, tests)
+    use_ns = _use_namespaces(cfg)
+    root = Path(tempfile.mkdtemp(prefix="askd-sandbox-"))
+    work = root / "work"
+    work.mkdir()
+    payload = _harness_payload(cfg, work, candidate, tests)
+    try:
+        run = _spawn_and_wait(root, payload, _child_env(work), cfg, use_ns)
+    finally:
+        _remove_tree(root)
+    outcome = classify_run(
+        run.lines,
+        total=total,
+        returncode=run.returncode,
+        timed_out=run.timed_out,
+        timeout_s=cfg.timeout_s,
+        stderr_tail=run.stderr_tail,
+    )
+    result = RunResult(
+        status=outcome.status,
+        passed=outcome.passed,
+        total=total,
+        score=outcome.passed / total if outcome.status == "ok" else 0.0,
+        returncode=run.returncode,
+        elapsed_s=run.elapsed_s,
+        workdir=str(work),
+        stdout_tail=run.stdout_tail,
+        stderr_tail=run.stderr_tail,
+        failures=outcome.failures,
+        namespaces=use_ns,
+    )
+    logger.debug("code sandbox: %s %d/%d in %.2fs", outcome.status, result.passed, total, run.elapsed_s)
+    return result
+
+
+def _check_run_inputs(candidate: object, tests: object) -> int:
+    """The number of tests in ``tests``; ``TypeError``/``ValueError`` for unusable inputs."""
     if not isinstance(candidate, str):
         raise TypeError(f"candidate must be a str, got {type(candidate).__name__}")
     if not isinstance(tests, str):
@@ -458,14 +497,22 @@ def run_tests(candidate: str, tests: str, config: SandboxConfig | None = None) -
         raise ValueError(f"tests do not parse: {err}") from None
     if total == 0:
         raise ValueError("tests define no test (expected top-level assert statements or test_* functions)")
-    use_ns = cfg.use_namespaces
-    if use_ns is None:
-        use_ns = namespaces_available()
-    elif use_ns and not namespaces_available():
+    return total
+
+
+def _use_namespaces(cfg: SandboxConfig) -> bool:
+    """Whether this run uses network/PID namespaces (``RuntimeError`` if required but unavailable)."""
+    if cfg.use_namespaces is None:
+        return namespaces_available()
+    if cfg.use_namespaces and not namespaces_available():
         raise RuntimeError(
             "use_namespaces=True but `unshare --net --pid --fork --kill-child` does not work here"
         )
+    return cfg.use_namespaces
 
+
+def _harness_payload(cfg: SandboxConfig, work: Path, candidate: str, tests: str) -> dict[str, Any]:
+    """What the harness reads on stdin: working directory, resource limits, policy, code."""
     cpu = cfg.cpu_s if cfg.cpu_s is not None else math.ceil(cfg.timeout_s) + 1
     cpu_soft = max(1, math.ceil(cpu))
     mib = 1024 * 1024
@@ -477,10 +524,7 @@ def run_tests(candidate: str, tests: str, config: SandboxConfig | None = None) -
         ("RLIMIT_NPROC", 0),
         ("RLIMIT_AS", cfg.memory_mb * mib),
     ]
-    root = Path(tempfile.mkdtemp(prefix="askd-sandbox-"))
-    work = root / "work"
-    work.mkdir()
-    payload = {
+    return {
         "workdir": str(work),
         "rlimits": rlimits,
         "policy": {
@@ -491,7 +535,11 @@ def run_tests(candidate: str, tests: str, config: SandboxConfig | None = None) -
         "candidate": candidate,
         "tests": tests,
     }
-    env = {
+
+
+def _child_env(work: Path) -> dict[str, str]:
+    """The child's whole environment: a minimal PATH, home and temp in the working directory."""
+    return {
         "PATH": "/usr/bin:/bin",
         "HOME": str(work),
         "TMPDIR": str(work),
@@ -500,10 +548,27 @@ def run_tests(candidate: str, tests: str, config: SandboxConfig | None = None) -
         "OPENBLAS_NUM_THREADS": "1",
         "MKL_NUM_THREADS": "1",
     }
+
+
+@dataclasses.dataclass(frozen=True)
+class _Spawned:
+    """What a finished (or killed) harness process left behind."""
+
+    lines: list[str]
+    returncode: int | None
+    timed_out: bool
+    elapsed_s: float
+    stdout_tail: str
+    stderr_tail: str
+
+
+def _spawn_and_wait(
+    root: Path, payload: dict[str, Any], env: dict[str, str], cfg: SandboxConfig, use_ns: bool
+) -> _Spawned:
+    """Start the harness in its own session under ``root``, feed it ``payload``, wait or kill."""
+    work = Path(payload["workdir"])
     cmd = [sys.executable, "-I", "-B", "-c", _HARNESS]
     start = time.monotonic()
-    timed_out = False
-    returncode: int | None = None
     proc: subprocess.Popen[bytes] | None = None
     try:
         res_fd = os.open(root / "results", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -527,31 +592,71 @@ def run_tests(candidate: str, tests: str, config: SandboxConfig | None = None) -
                 )
         finally:
             os.close(res_fd)
-        try:
-            proc.communicate(json.dumps(payload).encode("utf-8"), timeout=cfg.timeout_s)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            _kill_group(proc.pid)
-            proc.wait()
-        except BrokenPipeError:  # the child died before reading its input
-            try:
-                proc.wait(timeout=cfg.timeout_s)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-                _kill_group(proc.pid)
-                proc.wait()
-        returncode = proc.returncode
+        timed_out = _communicate(proc, json.dumps(payload).encode("utf-8"), cfg.timeout_s)
         _kill_group(proc.pid)  # whatever the candidate left running in its group
         elapsed = time.monotonic() - start
-        lines = (root / "results").read_text(encoding="utf-8", errors="replace").splitlines()
-        stdout_tail, stderr_tail = _tail(root / "stdout"), _tail(root / "stderr")
+        return _Spawned(
+            lines=(root / "results").read_text(encoding="utf-8", errors="replace").splitlines(),
+            returncode=proc.returncode,
+            timed_out=timed_out,
+            elapsed_s=elapsed,
+            stdout_tail=_tail(root / "stdout"),
+            stderr_tail=_tail(root / "stderr"),
+        )
     finally:
         if proc is not None and proc.returncode is None:
             _kill_group(proc.pid)
             with contextlib.suppress(Exception):
                 proc.wait(timeout=5)
-        _remove_tree(root)
 
+
+def _communicate(proc: subprocess.Popen[bytes], data: bytes, timeout_s: float) -> bool:
+    """Send ``data`` and wait up to ``timeout_s``; kill the group on timeout. True if it timed out."""
+    try:
+        proc.communicate(data, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc.pid)
+        proc.wait()
+        return True
+    except BrokenPipeError:  # the child died before reading its input
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc.pid)
+            proc.wait()
+            return True
+    return False
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOutcome:
+    """The verdict on one harness run: status, tests passed (0 unless ``ok``), failure lines."""
+
+    status: Status
+    passed: int
+    failures: tuple[str, ...]
+
+
+def classify_run(
+    lines: Sequence[str],
+    *,
+    total: int,
+    returncode: int | None,
+    timed_out: bool,
+    timeout_s: float,
+    stderr_tail: str = "",
+) -> RunOutcome:
+    """Classify a run from the harness's result lines and the child's exit (no process involved).
+
+    The harness writes ``READY`` once its limits are in place, ``P i`` / ``F i message`` per
+    test, ``CANDIDATE_ERROR message`` if the candidate fails to define, ``DONE`` at the end
+    and ``HARNESS_ERROR message`` when it cannot set itself up. Raises ``RuntimeError`` when
+    the sandbox never started.
+
+    >>> classify_run(["READY", "P 0", "F 1 AssertionError", "DONE"], total=2, returncode=0,
+    ...              timed_out=False, timeout_s=10.0)
+    RunOutcome(status='ok', passed=1, failures=('test 1: AssertionError',))
+    """
     harness_error = [ln for ln in lines if ln.startswith("HARNESS_ERROR")]
     if harness_error and "READY" not in lines:
         raise RuntimeError(f"code sandbox failed to start: {harness_error[0]}; stderr: {stderr_tail[-500:]}")
@@ -573,12 +678,11 @@ def run_tests(candidate: str, tests: str, config: SandboxConfig | None = None) -
         elif kind == "CANDIDATE_ERROR":
             candidate_error = True
             failures.append(f"candidate: {rest}")
-    passed = sum(outcome.values())
     done = "DONE" in lines and returncode == 0
     status: Status
     if timed_out:
         status = "timeout"
-        failures.append(f"timed out after {cfg.timeout_s:g} s")
+        failures.append(f"timed out after {timeout_s:g} s")
     elif candidate_error and done:
         status = "candidate_error"
     elif done:
@@ -586,22 +690,7 @@ def run_tests(candidate: str, tests: str, config: SandboxConfig | None = None) -
     else:
         status = "crashed"
         failures.append(f"exited early with status {returncode}")
-    score = passed / total if status == "ok" else 0.0
-    result = RunResult(
-        status=status,
-        passed=passed if status == "ok" else 0,
-        total=total,
-        score=score,
-        returncode=returncode,
-        elapsed_s=elapsed,
-        workdir=str(work),
-        stdout_tail=stdout_tail,
-        stderr_tail=stderr_tail,
-        failures=tuple(failures),
-        namespaces=bool(use_ns),
-    )
-    logger.debug("code sandbox: %s %d/%d in %.2fs", status, result.passed, total, elapsed)
-    return result
+    return RunOutcome(status, sum(outcome.values()) if status == "ok" else 0, tuple(failures))
 
 
 class UnitTestPassRate:

@@ -25,8 +25,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from askd_ref.baselines import METHODS
 from askd_ref.io import atomic_open, atomic_write_json, atomic_write_text
+from askd_ref.methods import METHODS
 from askd_ref.options import ASKDOptions
 from askd_ref.toy.demo import environment
 from askd_ref.toy.pipeline import (
