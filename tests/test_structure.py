@@ -24,10 +24,6 @@ LONG_FUNCTIONS: dict[str, str] = {
     # The chunk loop of the chunked path is being split on its own (forward/backward sharing
     # project-chunk and accumulate-gradient helpers); exempt until that lands.
     "chunked.py:_ChunkedHeads.forward": "chunk loop, split separately",
-    # The toy pipeline is being reworked separately.
-    "toy/demo.py:run_demo": "toy pipeline, reworked separately",
-    "toy/bench.py:run_bench": "toy pipeline, reworked separately",
-    "toy/bench.py:measured_markdown": "toy pipeline, reworked separately",
     # Data tables: the golden-vector cases, one CaseSpec per entry.
     "vectors.py:_divergence_cases": "data table",
     "vectors.py:_coefficient_cases": "data table",

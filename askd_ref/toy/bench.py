@@ -193,79 +193,18 @@ def run_bench(
         raise ValueError("the benchmark compares ASKD against the baselines; methods must include 'askd'")
     variants = [*main_variants(methods), *sweep]
     t0 = time.perf_counter()
-    settings_file = runs_dir / "settings.json"
-    fingerprint = json.loads(json.dumps(dataclasses.asdict(s)))
-    if settings_file.exists():
-        if json.loads(settings_file.read_text(encoding="utf-8")) != fingerprint:
-            raise ValueError(
-                f"{runs_dir} holds runs made with other settings; use a new --out directory"
-            )
-    else:
-        atomic_write_json(settings_file, fingerprint)
-    teacher_file = runs_dir / "teacher.json"
-    teacher_setup = make_setup(s, seed=0, split_seed=0)
-
-    def need_teacher() -> None:
-        if teacher_setup.teacher is not None:
-            return
-        echo(f"teacher: training once (d={s.teacher.hidden_size}, L={s.teacher.num_layers})")
-        train_teacher(
-            teacher_setup, teacher_seed=0, device=device, dtype=dtype, progress=progress,
-            allow_miss=allow_miss,
-        )
-        assert teacher_setup.teacher_eval is not None
-        atomic_write_json(
-            teacher_file,
-            {
-                "accuracy": teacher_setup.teacher_eval.accuracy,
-                "steps": teacher_setup.teacher_steps,
-                "stage": dataclasses.asdict(teacher_setup.stages["teacher SFT"]),
-            },
-        )
-        echo(
-            f"teacher: {teacher_setup.teacher_steps} steps, "
-            f"held-out accuracy {teacher_setup.teacher_eval.accuracy:.3f}"
-        )
-
+    _check_settings_file(runs_dir, s)
+    teacher = _Teacher(make_setup(s, seed=0, split_seed=0), runs_dir / "teacher.json", device, dtype,
+                       progress, allow_miss, echo)
     records: list[dict[str, Any]] = []
     starts: dict[int, dict[str, Any]] = {}
     for seed in seeds:
-        pending = [v for v in variants if not (runs_dir / f"seed{seed}-{v.key()}.json").exists()]
-        start_file = runs_dir / f"seed{seed}-start.json"
-        if pending or not start_file.exists():
-            need_teacher()
-            assert teacher_setup.teacher_eval is not None
-            setup = make_setup(s, seed=seed, split_seed=0)
-            setup.teacher, setup.teacher_eval = teacher_setup.teacher, teacher_setup.teacher_eval
-            setup.teacher_steps = teacher_setup.teacher_steps
-            train_student_sft(setup, device=device, dtype=dtype, progress=progress, allow_miss=allow_miss)
-            teacher_outputs(setup, progress=progress)
-            assert setup.student_eval is not None
-            tgo_q = [r.quality for it in setup.items for r in it.tgos if r.quality is not None]
-            atomic_write_json(
-                start_file,
-                {
-                    "seed": seed,
-                    "student_sft_accuracy": setup.student_eval.accuracy,
-                    "student_sft_steps": setup.student_steps,
-                    "stage": {k: dataclasses.asdict(v) for k, v in setup.stages.items()},
-                    "student_sft_scores": "".join(
-                        "1" if x >= 0.5 else "0" for x in setup.student_eval.scores
-                    ),
-                    "tgo_accuracy": sum(tgo_q) / len(tgo_q),
-                },
-            )
-            echo(f"seed {seed}: SFT start {setup.student_eval.accuracy:.3f}; {len(pending)} runs to do")
-            for i, v in enumerate(pending):
-                rec = _run_one(setup, v, device=device, dtype=dtype, progress=progress)
-                atomic_write_json(runs_dir / f"seed{seed}-{v.key()}.json", rec)
-                echo(f"  [{i + 1}/{len(pending)}] {v.name}: {rec['accuracy']:.3f} ({rec['seconds']:.0f} s)")
-        starts[seed] = json.loads(start_file.read_text(encoding="utf-8"))
+        starts[seed] = _run_seed(teacher, seed, variants, runs_dir)
         for v in variants:
             records.append(json.loads((runs_dir / f"seed{seed}-{v.key()}.json").read_text(encoding="utf-8")))
-    if not teacher_file.exists():
-        need_teacher()
-    teacher_info = json.loads(teacher_file.read_text(encoding="utf-8"))
+    if not teacher.file.exists():
+        teacher.train()
+    teacher_info = json.loads(teacher.file.read_text(encoding="utf-8"))
     summary = summarise(records, starts, [v.name for v in main_variants(methods)], [v.name for v in sweep])
     summary["teacher_accuracy"] = teacher_info["accuracy"]
     summary["teacher_steps"] = teacher_info["steps"]
@@ -288,6 +227,87 @@ def run_bench(
         plot_bench(summary, fig)
         write_experiments_doc(summary, docs, os.path.relpath(fig, Path(docs).parent))
     return summary
+
+
+def _check_settings_file(runs_dir: Path, s: ToySettings) -> None:
+    """Record the settings of a new run directory; refuse to resume one made with other settings."""
+    settings_file = runs_dir / "settings.json"
+    fingerprint = json.loads(json.dumps(dataclasses.asdict(s)))
+    if settings_file.exists():
+        if json.loads(settings_file.read_text(encoding="utf-8")) != fingerprint:
+            raise ValueError(f"{runs_dir} holds runs made with other settings; use a new --out directory")
+    else:
+        atomic_write_json(settings_file, fingerprint)
+
+
+@dataclasses.dataclass
+class _Teacher:
+    """The benchmark's one teacher, trained on first need (a resumed benchmark may need none)."""
+
+    setup: ToySetup
+    file: Path
+    device: str
+    dtype: str
+    progress: bool
+    allow_miss: bool
+    echo: Callable[[str], None]
+
+    def train(self) -> ToySetup:
+        t, s = self.setup, self.setup.settings
+        if t.teacher is not None:
+            return t
+        self.echo(f"teacher: training once (d={s.teacher.hidden_size}, L={s.teacher.num_layers})")
+        record = train_teacher(
+            t, teacher_seed=0, device=self.device, dtype=self.dtype, progress=self.progress,
+            allow_miss=self.allow_miss,
+        )
+        assert t.teacher_eval is not None
+        atomic_write_json(
+            self.file,
+            {
+                "accuracy": t.teacher_eval.accuracy,
+                "steps": t.teacher_steps,
+                "stage": dataclasses.asdict(record),
+            },
+        )
+        self.echo(f"teacher: {t.teacher_steps} steps, held-out accuracy {t.teacher_eval.accuracy:.3f}")
+        return t
+
+
+def _run_seed(teacher: _Teacher, seed: int, variants: Sequence[Variant], runs_dir: Path) -> dict[str, Any]:
+    """One seed: its SFT start and every variant not yet on disk (each run saved as it ends)."""
+    pending = [v for v in variants if not (runs_dir / f"seed{seed}-{v.key()}.json").exists()]
+    start_file = runs_dir / f"seed{seed}-start.json"
+    if pending or not start_file.exists():
+        t = teacher.train()
+        setup = make_setup(t.settings, seed=seed, split_seed=0)
+        setup.teacher, setup.teacher_eval, setup.teacher_steps = t.teacher, t.teacher_eval, t.teacher_steps
+        kwargs: dict[str, Any] = {
+            "device": teacher.device, "dtype": teacher.dtype, "progress": teacher.progress,
+        }
+        train_student_sft(setup, allow_miss=teacher.allow_miss, **kwargs)
+        teacher_outputs(setup, progress=teacher.progress)
+        assert setup.student_eval is not None
+        tgo_q = [r.quality for it in setup.items for r in it.tgos if r.quality is not None]
+        atomic_write_json(
+            start_file,
+            {
+                "seed": seed,
+                "student_sft_accuracy": setup.student_eval.accuracy,
+                "student_sft_steps": setup.student_steps,
+                "stage": {k: dataclasses.asdict(v) for k, v in setup.stages.items()},
+                "student_sft_scores": "".join("1" if x >= 0.5 else "0" for x in setup.student_eval.scores),
+                "tgo_accuracy": sum(tgo_q) / len(tgo_q),
+            },
+        )
+        teacher.echo(f"seed {seed}: SFT start {setup.student_eval.accuracy:.3f}; {len(pending)} runs to do")
+        for i, v in enumerate(pending):
+            rec = _run_one(setup, v, **kwargs)
+            atomic_write_json(runs_dir / f"seed{seed}-{v.key()}.json", rec)
+            done = f"{rec['accuracy']:.3f} ({rec['seconds']:.0f} s)"
+            teacher.echo(f"  [{i + 1}/{len(pending)}] {v.name}: {done}")
+    start: dict[str, Any] = json.loads(start_file.read_text(encoding="utf-8"))
+    return start
 
 
 def _final_sgo(runs: Sequence[Mapping[str, Any]]) -> float | None:
@@ -475,12 +495,21 @@ def _fmt_p(p: float) -> str:
 
 def measured_markdown(summary: Mapping[str, Any], figure: str) -> str:
     """The measured section of ``docs/experiments.md``: settings, tables, plot."""
-    t = summary["table"]
-    c = summary["comparisons_askd_minus"]
+    quality = summary["settings"].get("quality", "exact_match")
+    begin, end = _markers(quality)
+    lines = [begin, "", _settings_paragraph(summary), ""]
+    lines += _methods_table(summary)
+    lines += _sweep_table(summary)
+    lines += _pairs_table(summary)
+    lines += ["", f"![Quality benchmark, {quality}]({figure})", "", end]
+    return "\n".join(lines)
+
+
+def _settings_paragraph(summary: Mapping[str, Any]) -> str:
+    """What was measured, on what, with which budget (one paragraph)."""
     s = summary["settings"]
     k = len(summary["seeds"])
     quality = s.get("quality", "exact_match")
-    begin, end = _markers(quality)
     tgo = (
         f"its sampled outputs (TGOs, T = {s['tgo_temperature']}) are correct "
         f"{summary['tgo_accuracy']:.3f} of the time"
@@ -489,9 +518,7 @@ def measured_markdown(summary: Mapping[str, Any], figure: str) -> str:
         f"{summary['tgo_accuracy']:.3f} ({quality})"
     )
     env = summary.get("environment") or {}
-    lines = [
-        begin,
-        "",
+    return (
         f"Measured by `askd bench quality` ({k} seeds: {summary['seeds']}; device {summary['device']}, "
         f"{summary['dtype']}; {env.get('cpu_model', 'CPU')}, torch {env.get('torch', '?')} with "
         f"{env.get('torch_cpu_capability', '?')} kernels, {env.get('torch_threads', '?')} thread(s)). "
@@ -504,8 +531,15 @@ def measured_markdown(summary: Mapping[str, Any], figure: str) -> str:
         f"method: {s['distill_steps']} optimizer steps × {s['distill_batch_size']} prompts "
         f"({s['tgo_per_prompt']} TGO + {s['sgo_per_prompt']} SGO each), {s['n_prompts']} distinct prompts, "
         f"AdamW lr {s['distill_lr']} (cosine), SGOs {s['sgo_regime']} at T = {s['sgo_temperature']}. "
-        f"Accuracy: greedy exact match on n = {summary['n_eval']} held-out problems.",
-        "",
+        f"Accuracy: greedy exact match on n = {summary['n_eval']} held-out problems."
+    )
+
+
+def _methods_table(summary: Mapping[str, Any]) -> list[str]:
+    """Every method against ASKD, paired over seeds."""
+    t = summary["table"]
+    c = summary["comparisons_askd_minus"]
+    lines = [
         "### Every method",
         "",
         "| method | accuracy mean ± std | per seed | askd − method (paired, 95% CI) | paired t p | "
@@ -528,52 +562,66 @@ def measured_markdown(summary: Mapping[str, Any], figure: str) -> str:
             f"{_fmt_p(cmp_['mcnemar_pooled']['p_value'])} | {cmp_['askd_wins']}/{cmp_['seeds']} | "
             f"{'yes' if cmp_['above_by_more_than_spread'] else 'no'} |"
         )
-    lines += [
+    return [
+        *lines,
         "",
         f"SFT start (all methods): {summary['student_sft']['mean']:.3f} ± "
         f"{summary['student_sft']['std']:.3f}. "
         '"beyond spread": the mean paired difference exceeds the larger of the two seed standard '
         "deviations. McNemar pools the (seed, problem) outcomes of both methods.",
     ]
-    if summary["sweep"]:
-        lines += [
-            "",
-            "### Sweeps: one change at a time from the defaults (ASKD options of §9, learning rates)",
-            "",
-            "| variant | accuracy mean ± std | per seed | variant − askd defaults (paired, 95% CI) "
-            "| paired t p |",
-            "|---|---|---|---|---|",
-            f"| askd (defaults) | {t['askd']['mean']:.3f} ± {t['askd']['std']:.3f} | "
-            + ", ".join(f"{x:.3f}" for x in t["askd"]["per_seed"])
-            + " | — | — |",
-        ]
-        for name in summary["sweep"]:
-            row = t[name]
-            cmp_ = c[name]
-            lo, hi = cmp_["ci95"]
-            lines.append(
-                f"| {name} | {row['mean']:.3f} ± {row['std']:.3f} | "
-                + ", ".join(f"{x:.3f}" for x in row["per_seed"])
-                + f" | {-cmp_['mean_difference']:+.3f} [{-hi:+.3f}, {-lo:+.3f}] | "
-                + f"{_fmt_p(cmp_['paired_t_p'])} |"
-            )
-    if summary.get("sweep_pairs"):
-        lines += [
-            "",
-            "Equal-budget pairs among the variants (first − second, paired over seeds):",
-            "",
-            "| pair | difference (95% CI) | paired t p | McNemar p (pooled) | first wins |",
-            "|---|---|---|---|---|",
-        ]
-        for pr in summary["sweep_pairs"].values():
-            lo, hi = pr["ci95"]
-            lines.append(
-                f"| {pr['first']} − {pr['second']} | {pr['mean_difference']:+.3f} [{lo:+.3f}, {hi:+.3f}] | "
-                f"{_fmt_p(pr['paired_t_p'])} | {_fmt_p(pr['mcnemar_pooled']['p_value'])} | "
-                f"{pr['first_wins']}/{k} |"
-            )
-    lines += ["", f"![Quality benchmark, {quality}]({figure})", "", end]
-    return "\n".join(lines)
+
+
+def _sweep_table(summary: Mapping[str, Any]) -> list[str]:
+    """One change at a time from the ASKD defaults (empty without a sweep)."""
+    if not summary["sweep"]:
+        return []
+    t = summary["table"]
+    c = summary["comparisons_askd_minus"]
+    lines = [
+        "",
+        "### Sweeps: one change at a time from the defaults (ASKD options of §9, learning rates)",
+        "",
+        "| variant | accuracy mean ± std | per seed | variant − askd defaults (paired, 95% CI) "
+        "| paired t p |",
+        "|---|---|---|---|---|",
+        f"| askd (defaults) | {t['askd']['mean']:.3f} ± {t['askd']['std']:.3f} | "
+        + ", ".join(f"{x:.3f}" for x in t["askd"]["per_seed"])
+        + " | — | — |",
+    ]
+    for name in summary["sweep"]:
+        row = t[name]
+        cmp_ = c[name]
+        lo, hi = cmp_["ci95"]
+        lines.append(
+            f"| {name} | {row['mean']:.3f} ± {row['std']:.3f} | "
+            + ", ".join(f"{x:.3f}" for x in row["per_seed"])
+            + f" | {-cmp_['mean_difference']:+.3f} [{-hi:+.3f}, {-lo:+.3f}] | "
+            + f"{_fmt_p(cmp_['paired_t_p'])} |"
+        )
+    return lines
+
+
+def _pairs_table(summary: Mapping[str, Any]) -> list[str]:
+    """Equal-budget pairs among the sweep's variants (empty without them)."""
+    if not summary.get("sweep_pairs"):
+        return []
+    k = len(summary["seeds"])
+    lines = [
+        "",
+        "Equal-budget pairs among the variants (first − second, paired over seeds):",
+        "",
+        "| pair | difference (95% CI) | paired t p | McNemar p (pooled) | first wins |",
+        "|---|---|---|---|---|",
+    ]
+    for pr in summary["sweep_pairs"].values():
+        lo, hi = pr["ci95"]
+        lines.append(
+            f"| {pr['first']} − {pr['second']} | {pr['mean_difference']:+.3f} [{lo:+.3f}, {hi:+.3f}] | "
+            f"{_fmt_p(pr['paired_t_p'])} | {_fmt_p(pr['mcnemar_pooled']['p_value'])} | "
+            f"{pr['first_wins']}/{k} |"
+        )
+    return lines
 
 
 _DOC_HEAD = """# Experiments: the quality benchmark on the toy task

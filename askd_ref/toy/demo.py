@@ -130,6 +130,44 @@ def check_device(device: str, dtype: str) -> None:
         raise ValueError(f"dtype {dtype} is for GPUs; use fp32 on CPU")
 
 
+@dataclasses.dataclass
+class _Run:
+    """What one ``run_demo`` call carries between its steps."""
+
+    setup: ToySetup
+    out_dir: Path
+    env: dict[str, Any]
+    device: str
+    dtype: str
+    progress: bool
+    echo: bool
+    allow_miss: bool
+    t_start: float = dataclasses.field(default_factory=time.perf_counter)
+    cpu_start: float = dataclasses.field(default_factory=time.process_time)
+    load_start: float | None = dataclasses.field(default_factory=lambda: _load())
+
+    def say(self, msg: str) -> None:
+        if self.echo:
+            print(msg, flush=True)
+
+    def stage(self, fn: Any, **kwargs: Any) -> None:
+        """Run a stage with a stopping rule; on a miss write a ``results.json`` saying so, then raise."""
+        setup = self.setup
+        try:
+            record = fn(
+                setup, device=self.device, dtype=self.dtype, progress=self.progress,
+                allow_miss=self.allow_miss, **kwargs,
+            )
+        except StageMissed as err:
+            failed = {"valid": False, "error": str(err), **_common(setup, setup.seed, self.env)}
+            failed["timings_s"] = {k: round(v, 2) for k, v in setup.timings.items()}
+            atomic_write_json(self.out_dir / "results.json", failed)
+            raise
+        if record is not None and not record.reached:
+            self.say(f"      !!! {record.stage} MISSED its target; continuing (--allow-miss), "
+                     "results INVALID")
+
+
 def run_demo(
     out: str | os.PathLike[str],
     *,
@@ -153,50 +191,55 @@ def run_demo(
     s = settings or ToySettings()
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    t_start = time.perf_counter()
-    cpu_start = time.process_time()
-    load_start = _load()
+    run = _Run(make_setup(s, seed=seed), out_dir, {}, device, dtype, progress, echo, allow_miss)
     torch.manual_seed(seed)
-    setup = make_setup(s, seed=seed)
-    env = environment()
-    expected = expected_ranges(s)
+    run.env = environment()
+    _train_pair(run)
+    tgo_accuracy = _teacher_outputs(run, save_models=save_models)
+    runs: dict[str, DistillResult] = {}
+    for i, method in enumerate(methods):
+        run.say(f"[4/4] distillation {i + 1}/{len(methods)}: {method} ({s.distill_steps} steps)")
+        result = distill(run.setup, method, device=device, dtype=dtype, progress=progress)
+        runs[method] = result
+        run.say(f"      held-out accuracy {result.eval.accuracy:.3f} ({result.seconds:.0f} s)")
+        if save_models:
+            _save_model(result.model, run.setup.tokenizer, out_dir / f"student-{method}")
+    results = _results(run, runs, tgo_accuracy)
+    atomic_write_json(out_dir / "results.json", results)
+    plot_results(results, out_dir / "results.png")
+    _report(run, results)
+    return results
 
-    def say(msg: str) -> None:
-        if echo:
-            print(msg, flush=True)
 
-    def stage(fn: Any, **kwargs: Any) -> None:
-        try:
-            record = fn(setup, device=device, dtype=dtype, progress=progress, allow_miss=allow_miss, **kwargs)
-        except StageMissed as err:
-            failed = {"valid": False, "error": str(err), **_common(setup, seed, env)}
-            failed["timings_s"] = {k: round(v, 2) for k, v in setup.timings.items()}
-            atomic_write_json(out_dir / "results.json", failed)
-            raise
-        if record is not None and not record.reached:
-            say(f"      !!! {record.stage} MISSED its target; continuing (--allow-miss), results INVALID")
-
+def _train_pair(run: _Run) -> None:
+    """Stages 1 and 2: the teacher and the student's SFT, each with its stopping rule."""
+    setup, s = run.setup, run.setup.settings
     lo, hi = s.teacher_band
-    say(f"[1/4] teacher: Llama d={s.teacher.hidden_size} L={s.teacher.num_layers}, SFT from scratch on "
-        f"flawed data until dev fit ≥ {s.teacher_fit_target} (cap {s.teacher_max_steps} steps)")
-    stage(train_teacher, teacher_seed=seed)
+    run.say(f"[1/4] teacher: Llama d={s.teacher.hidden_size} L={s.teacher.num_layers}, SFT from scratch on "
+            f"flawed data until dev fit ≥ {s.teacher_fit_target} (cap {s.teacher_max_steps} steps)")
+    run.stage(train_teacher, teacher_seed=setup.seed)
     assert setup.teacher_eval is not None
-    say(f"      {setup.teacher_steps} steps, held-out accuracy {setup.teacher_eval.accuracy:.3f} "
-        f"(expected {lo:.2f}–{hi:.2f})")
-    say(f"[2/4] student: Llama d={s.student.hidden_size} L={s.student.num_layers}, SFT until dev accuracy "
-        f"≥ {s.student_target} (cap {s.student_sft_steps} steps)")
-    stage(train_student_sft)
+    run.say(f"      {setup.teacher_steps} steps, held-out accuracy {setup.teacher_eval.accuracy:.3f} "
+            f"(expected {lo:.2f}–{hi:.2f})")
+    run.say(f"[2/4] student: Llama d={s.student.hidden_size} L={s.student.num_layers}, SFT until dev "
+            f"accuracy ≥ {s.student_target} (cap {s.student_sft_steps} steps)")
+    run.stage(train_student_sft)
     assert setup.student_eval is not None
-    exp_s = expected["student_accuracy_before"]
-    say(f"      {setup.student_steps} steps, held-out accuracy {setup.student_eval.accuracy:.3f} "
-        f"(expected {exp_s[0]:.2f}–{exp_s[1]:.2f})")
-    say(f"[3/4] teacher outputs for {s.n_prompts} distillation prompts")
-    teacher_outputs(setup, progress=progress)
+    exp_s = expected_ranges(s)["student_accuracy_before"]
+    run.say(f"      {setup.student_steps} steps, held-out accuracy {setup.student_eval.accuracy:.3f} "
+            f"(expected {exp_s[0]:.2f}–{exp_s[1]:.2f})")
+
+
+def _teacher_outputs(run: _Run, *, save_models: bool) -> float:
+    """Stage 3: sample and score the TGOs, write them (and the trained pair); their accuracy."""
+    setup, s = run.setup, run.setup.settings
+    run.say(f"[3/4] teacher outputs for {s.n_prompts} distillation prompts")
+    teacher_outputs(setup, progress=run.progress)
     tgo_quality = [r.quality for it in setup.items for r in it.tgos if r.quality is not None]
     tgo_accuracy = sum(tgo_quality) / len(tgo_quality)
-    say(f"      TGO exact-match accuracy {tgo_accuracy:.3f} (sampled at temperature {s.tgo_temperature})")
+    run.say(f"      TGO exact-match accuracy {tgo_accuracy:.3f} (sampled at temperature {s.tgo_temperature})")
     write_samples(
-        out_dir / "data" / "tgo.jsonl",
+        run.out_dir / "data" / "tgo.jsonl",
         [
             Sample(
                 prompt=it.prompt,
@@ -211,26 +254,36 @@ def run_demo(
         ],
     )
     if save_models:
-        _save_model(setup.teacher, setup.tokenizer, out_dir / "teacher")
-        _save_model(setup.student, setup.tokenizer, out_dir / "student-sft")
-    runs: dict[str, DistillResult] = {}
-    for i, method in enumerate(methods):
-        say(f"[4/4] distillation {i + 1}/{len(methods)}: {method} ({s.distill_steps} steps)")
-        run = distill(setup, method, device=device, dtype=dtype, progress=progress)
-        runs[method] = run
-        say(f"      held-out accuracy {run.eval.accuracy:.3f} ({run.seconds:.0f} s)")
-        if save_models:
-            _save_model(run.model, setup.tokenizer, out_dir / f"student-{method}")
-    before = setup.student_eval
-    checks = {
+        _save_model(setup.teacher, setup.tokenizer, run.out_dir / "teacher")
+        _save_model(setup.student, setup.tokenizer, run.out_dir / "student-sft")
+    return tgo_accuracy
+
+
+def _checks(setup: ToySetup, runs: dict[str, DistillResult]) -> dict[str, bool]:
+    """Whether each result lies in its expected range (``results.json`` ``checks``)."""
+    s = setup.settings
+    assert setup.teacher_eval is not None
+    assert setup.student_eval is not None
+    lo, hi = s.teacher_band
+    exp_s = expected_ranges(s)["student_accuracy_before"]
+    before = setup.student_eval.accuracy
+    return {
         "teacher_in_band": lo <= setup.teacher_eval.accuracy <= hi,
-        "student_in_range": exp_s[0] <= before.accuracy <= exp_s[1],
+        "student_in_range": exp_s[0] <= before <= exp_s[1],
         **{
-            f"{m}_gain_at_least_{s.min_gain:.2f}": r.eval.accuracy >= before.accuracy + s.min_gain
+            f"{m}_gain_at_least_{s.min_gain:.2f}": r.eval.accuracy >= before + s.min_gain
             for m, r in runs.items()
             if m == "askd" and s.min_gain is not None
         },
     }
+
+
+def _results(run: _Run, runs: dict[str, DistillResult], tgo_accuracy: float) -> dict[str, Any]:
+    """The ``results.json`` content of a finished run."""
+    setup, s = run.setup, run.setup.settings
+    assert setup.teacher_eval is not None
+    assert setup.student_eval is not None
+    before = setup.student_eval
     results: dict[str, Any] = {
         "methods": {m: r.eval.accuracy for m, r in runs.items()},
         "n_eval": before.n,
@@ -264,29 +317,31 @@ def run_demo(
         "timings_s": {
             **{k: round(v, 2) for k, v in setup.timings.items()},
             **{f"distill_{m}_s": round(r.seconds, 2) for m, r in runs.items()},
-            "total_s": round(time.perf_counter() - t_start, 2),
-            "cpu_s": round(time.process_time() - cpu_start, 2),
+            "total_s": round(time.perf_counter() - run.t_start, 2),
+            "cpu_s": round(time.process_time() - run.cpu_start, 2),
         },
-        "device": device,
-        "dtype": dtype,
+        "device": run.device,
+        "dtype": run.dtype,
         "torch_threads": torch.get_num_threads(),
         "valid": all(v.reached for v in setup.stages.values()),
-        "checks": checks,
-        **_common(setup, seed, env),
+        "checks": _checks(setup, runs),
+        **_common(setup, setup.seed, run.env),
     }
-    results["environment"]["load_average_1min"] = [load_start, _load()]
-    atomic_write_json(out_dir / "results.json", results)
-    plot_results(results, out_dir / "results.png")
-    say("")
-    say(format_table(results))
-    if not results["valid"]:
-        say("\n!!! INVALID RUN: a stage missed its target (see 'stages' in results.json)")
-    missed = [k for k, ok in checks.items() if not ok]
-    if missed:
-        say(f"\n!!! outside the expected ranges: {', '.join(missed)} (see 'checks' in results.json)")
-    say(f"\nwrote {out_dir / 'results.json'}, {out_dir / 'results.png'} and the models; "
-        f"total {results['timings_s']['total_s']:.0f} s")
+    results["environment"]["load_average_1min"] = [run.load_start, _load()]
     return results
+
+
+def _report(run: _Run, results: dict[str, Any]) -> None:
+    """The closing lines: the table, loud notes on an invalid run or a result out of range."""
+    run.say("")
+    run.say(format_table(results))
+    if not results["valid"]:
+        run.say("\n!!! INVALID RUN: a stage missed its target (see 'stages' in results.json)")
+    missed = [k for k, ok in results["checks"].items() if not ok]
+    if missed:
+        run.say(f"\n!!! outside the expected ranges: {', '.join(missed)} (see 'checks' in results.json)")
+    run.say(f"\nwrote {run.out_dir / 'results.json'}, {run.out_dir / 'results.png'} and the models; "
+            f"total {results['timings_s']['total_s']:.0f} s")
 
 
 def format_table(results: dict[str, Any]) -> str:
