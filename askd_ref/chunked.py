@@ -132,8 +132,8 @@ def _default(fn: Callable[..., Any], name: str) -> float:
 # ----------------------------------------------------------------------------------------------
 # Per-chunk kernels. Inputs are views of a block of rows of one divergence (m rows, vocab V):
 # ``s`` holds the student log-probs log q and ``t`` the teacher log-probs log p (both consumed:
-# they are overwritten with q and p), ``x`` receives ∂L/∂logits when ``want_grad`` and ``y`` is
-# scratch; ``a``, ``la``, ``l1a`` are (m, 1) columns α, log α, log(1 − α) (β for JSD) and ``w``
+# they are overwritten with q and p, and ``s`` finally with ∂L/∂logits when ``want_grad``), ``x``
+# and ``y`` are scratch; ``a``, ``la``, ``l1a`` are (m, 1) columns α, log α, log(1 − α) (β for JSD) and ``w``
 # the (m, 1) loss weight of each token. Each returns the per-token divergence values, (m,).
 # ----------------------------------------------------------------------------------------------
 
@@ -209,7 +209,7 @@ def _fused_skl(
     value = -y.mul_(p).sum(-1)
     if want_grad:
         c = x.sum(-1, keepdim=True)  # −w·⟨p, r⟩
-        x.addcmul_(_exp_(s), c, value=-1.0)  # w·(q·⟨p, r⟩ − p ⊙ r)
+        torch.addcmul(x, _exp_(s), c, value=-1.0, out=s)  # w·(q·⟨p, r⟩ − p ⊙ r)
     return value
 
 
@@ -237,9 +237,9 @@ def _fused_srkl(
     if want_grad:
         if full:
             c = x.sum(-1, keepdim=True)
-            x.addcmul_(q, c, value=-1.0).mul_(-w)  # w·q ⊙ (c − x)
+            torch.addcmul(x, q, c, value=-1.0, out=s).mul_(-w)  # w·q ⊙ (c − x)
         else:
-            torch.mul(q, -value.unsqueeze(-1), out=x).sub_(y).mul_(w)  # w·q ⊙ (⟨q, y⟩ − y)
+            q.mul_(-value.unsqueeze(-1)).sub_(y).mul_(w)  # w·q ⊙ (⟨q, y⟩ − y)
     return value
 
 
@@ -249,7 +249,7 @@ def _fused_fkl(s: Tensor, t: Tensor, x: Tensor, w: Tensor, want_grad: bool) -> T
     p = _exp_(t)
     value = x.mul_(p).sum(-1)
     if want_grad:
-        torch.sub(_exp_(s), p, out=x).mul_(w)
+        _exp_(s).sub_(p).mul_(w)
     return value
 
 
@@ -259,7 +259,7 @@ def _fused_rkl(s: Tensor, t: Tensor, x: Tensor, w: Tensor, want_grad: bool) -> T
     q = _exp_(s)
     value = x.mul_(q).sum(-1)
     if want_grad:
-        x.addcmul_(q, value.unsqueeze(-1), value=-1.0).mul_(w)  # w·q ⊙ (log(q/p) − RKL)
+        torch.addcmul(x, q, value.unsqueeze(-1), value=-1.0, out=s).mul_(w)  # w·q ⊙ (log(q/p) − RKL)
     return value
 
 
@@ -276,14 +276,15 @@ def _fused_gjsd(
     yq = y.mul_(q).sum(-1, keepdim=True)
     value = (a * vp - (1 - a) * yq).view(-1)
     if want_grad:
-        torch.mul(q, yq, out=x).sub_(y).mul_((1 - a) * w)  # (1−β)w·q ⊙ (⟨q, y⟩ − y)
+        q.mul_(yq).sub_(y).mul_((1 - a) * w)  # (1−β)w·q ⊙ (⟨q, y⟩ − y)
     return value
 
 
 def _core_kernel(
-    code: int, s: Tensor, t: Tensor, x: Tensor, param: Tensor, mixture_stop: bool, w: Tensor, want_grad: bool
+    code: int, s: Tensor, t: Tensor, param: Tensor, mixture_stop: bool, w: Tensor, want_grad: bool
 ) -> Tensor:
-    """The same values and logit gradients from the library's divergence functions and autograd."""
+    """The same values and logit gradients (into ``s``) from the library's divergence functions
+    and autograd."""
     with torch.enable_grad(), validation_disabled():
         slp = s.detach().clone().requires_grad_(want_grad)
         a = param.view(-1)
@@ -304,7 +305,7 @@ def _core_kernel(
         if want_grad:
             (g,) = torch.autograd.grad(d, slp, grad_outputs=w.view(-1).to(d.dtype))
             # chain rule through log_softmax: ∂/∂z = g − softmax(z)·Σ_v g_v
-            x.copy_(g - slp.detach().exp() * g.sum(-1, keepdim=True))
+            s.copy_(g - slp.detach().exp() * g.sum(-1, keepdim=True))
     return d.detach()
 
 
@@ -434,7 +435,7 @@ class _Forward:
     pack: _Pack
     student: _Head
     teacher: _Head | None
-    bufs: dict[str, Tensor]  # "s", "t": (chunk, V) logits; "x": (chunk, V) ∂L/∂z; "y": (block, V)
+    bufs: dict[str, Tensor]  # "s", "t": (chunk, V) logits, then ∂L/∂z in "s"; "x", "y": (block, V)
     block: int
     s_tok: Tensor  # (N,) student token log-probs
     t_tok: Tensor  # (N,) teacher token log-probs (0 where not computed)
@@ -444,13 +445,13 @@ class _Forward:
 
     @staticmethod
     def start(pack: _Pack, student: _Head, teacher: _Head | None, needs: Sequence[bool]) -> "_Forward":
-        """Allocate the buffers and outputs of a forward pass (at most three chunk buffers)."""
+        """Allocate the buffers and outputs of a forward pass (at most two chunk buffers)."""
         n_tok, vocab = student.hidden.shape[0], student.weight.shape[0]
         cdt, dev = pack.cdt, student.hidden.device
         chunk, block = min(pack.chunk_size, n_tok), _block_rows(vocab, cdt)
         dense = any(code != _NONE for _, _, code in pack.segments)
-        rows = {"s": chunk, "t": chunk if teacher is not None else 0, "x": chunk if dense else 0}
-        rows["y"] = min(block, chunk) if dense and pack.kernel == "fused" else 0
+        scratch = min(block, chunk) if dense and pack.kernel == "fused" else 0
+        rows = {"s": chunk, "t": chunk if teacher is not None else 0, "x": scratch, "y": scratch}
         bufs = {k: torch.empty(r, vocab, dtype=cdt, device=dev) for k, r in rows.items() if r}
         want_grad = pack.want_grad and dense and any(needs)
         return _Forward(
@@ -467,7 +468,8 @@ class _Forward:
         )
 
     def chunk(self, c0: int, c1: int) -> None:
-        """Rows [c0, c1): project, then per block log-softmax, token log-probs and the kernel."""
+        """Rows [c0, c1): project, then per block log-softmax, token log-probs and the kernel,
+        which leaves ∂L/∂z in the student's buffer for the gradient push."""
         pack = self.pack
         segs = _chunk_segments(pack.segments, c0, c1)
         dense = any(code != _NONE for _, _, code in segs)
@@ -477,7 +479,6 @@ class _Forward:
         t = None
         if self.teacher is not None and (dense or pack.teacher_tokens):
             t = self.teacher.project_chunk(c0, c1, self.bufs["t"])
-        x = self.bufs["x"][: c1 - c0] if dense else None
         for b0, b1, code in _blocks(segs, self.block):
             sb = torch.log_softmax(s[b0:b1], -1, out=s[b0:b1])
             self.s_tok[c0 + b0 : c0 + b1] = sb.gather(1, ids[b0:b1]).view(-1)
@@ -485,25 +486,25 @@ class _Forward:
             if t is not None:
                 tb = torch.log_softmax(t[b0:b1], -1, out=t[b0:b1])
                 self.t_tok[c0 + b0 : c0 + b1] = tb.gather(1, ids[b0:b1]).view(-1)
-            if x is None:
+            if not dense:
                 continue
             if code == _NONE:
-                x[b0:b1].zero_()  # no dense gradient on these rows
+                sb.zero_()  # no dense gradient on these rows
             else:
                 assert tb is not None
-                self.values[c0 + b0 : c0 + b1] = self.kernel(code, sb, tb, x[b0:b1], c0 + b0)
+                self.values[c0 + b0 : c0 + b1] = self.kernel(code, sb, tb, c0 + b0)
         self.lse[c0:c1] = z_y - self.s_tok[c0:c1]  # z_y − log q(y) = log Σ_v exp z_v
-        if self.grads is not None and x is not None:
-            self.grads.accumulate_head_grads(x, self.student, c0)
+        if self.grads is not None and dense:
+            self.grads.accumulate_head_grads(s, self.student, c0)
 
-    def kernel(self, code: int, s: Tensor, t: Tensor, x: Tensor, i0: int) -> Tensor:
-        """The divergence values of packed rows [i0, i0 + len(s)) and their logit gradient in ``x``."""
+    def kernel(self, code: int, s: Tensor, t: Tensor, i0: int) -> Tensor:
+        """The divergence values of packed rows [i0, i0 + len(s)); their logit gradient into ``s``."""
         pack, i1 = self.pack, i0 + s.shape[0]
         want_grad = self.grads is not None
         if pack.kernel == "core":
             w = pack.weight[i0:i1]
-            return _core_kernel(code, s, t, x, pack.param[i0:i1], code == _SRKL_STOP, w, want_grad)
-        y = self.bufs["y"][: s.shape[0]]
+            return _core_kernel(code, s, t, pack.param[i0:i1], code == _SRKL_STOP, w, want_grad)
+        x, y = self.bufs["x"][: s.shape[0]], self.bufs["y"][: s.shape[0]]
         a, la, l1a, w = (v[i0:i1] for v in (pack.param, pack.la, pack.l1a, pack.weight))
         return _fused_kernel(code, s, t, x, y, a, la, l1a, w, want_grad)
 
