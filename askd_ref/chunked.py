@@ -9,7 +9,9 @@ their output-projection weights (``lm_head``) and computes every method of
   uses) are gathered into one packed list of tokens, grouped by the divergence they need.
   Masked positions cost nothing.
 * **Chunks.** The packed tokens are projected ``chunk_size`` at a time; a chunk's logits live in
-  at most four reusable ``(chunk_size, vocab)`` buffers and are discarded before the next chunk.
+  at most two reusable ``(chunk_size, vocab)`` buffers (student and teacher) and are discarded
+  before the next chunk. The element-wise work on them runs over blocks of a few rows that stay
+  in cache, with two block-sized scratch buffers.
 * **Gradient in forward** (Liger-Kernel style) for the dense, full-vocabulary terms (E15 and
   the token-level baselines): each chunk's gradient with respect to its logits is formed while
   the logits are at hand and pushed straight through the projection, into ∂L/∂hidden (the chunk's
@@ -92,7 +94,7 @@ from askd_ref.sequence import check_token_batch, pool
 __all__ = ["CHUNK_BYTES", "MAX_CHUNK_SIZE", "chunked_loss", "chunked_token_log_probs", "default_chunk_size"]
 
 #: Byte budget of one (chunk × vocab) buffer when ``chunk_size`` is not given (the chunk loop
-#: holds at most four such buffers).
+#: holds at most two such buffers).
 CHUNK_BYTES: Final[int] = 256 * 2**20
 #: Largest default chunk. On the benchmark CPU, chunks of 256–1024 tokens ran the projection
 #: matmuls as fast as one unchunked matmul (``docs/benchmarks.md``); larger ones only grow the
