@@ -9,7 +9,9 @@ their output-projection weights (``lm_head``) and computes every method of
   uses) are gathered into one packed list of tokens, grouped by the divergence they need.
   Masked positions cost nothing.
 * **Chunks.** The packed tokens are projected ``chunk_size`` at a time; a chunk's logits live in
-  at most four reusable ``(chunk_size, vocab)`` buffers and are discarded before the next chunk.
+  at most two reusable ``(chunk_size, vocab)`` buffers (student and teacher) and are discarded
+  before the next chunk. The element-wise work on them runs over blocks of a few rows that stay
+  in cache, with two block-sized scratch buffers.
 * **Gradient in forward** (Liger-Kernel style) for the dense, full-vocabulary terms (E15 and
   the token-level baselines): each chunk's gradient with respect to its logits is formed while
   the logits are at hand and pushed straight through the projection, into ∂L/∂hidden (the chunk's
@@ -39,6 +41,7 @@ shift as :func:`~askd_ref.token_log_probs`.
 """
 
 import dataclasses
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final, Literal, TypeAlias
 
 import torch
@@ -60,11 +63,6 @@ from askd_ref._validation import (
 )
 from askd_ref.divergences import (
     Divergence,
-    forward_kl,
-    generalized_jsd,
-    reverse_kl,
-    skew_forward_kl,
-    skew_reverse_kl,
 )
 from askd_ref.losses import DistillBatch, LossOutput, sum_terms
 from askd_ref.methods import DenseTerm, LossContext, MethodSpec, check_method_params, method_spec
@@ -74,7 +72,7 @@ from askd_ref.schedules import quality_gate, sgo_alpha, tgo_alpha
 __all__ = ["CHUNK_BYTES", "MAX_CHUNK_SIZE", "chunked_loss", "chunked_token_log_probs", "default_chunk_size"]
 
 #: Byte budget of one (chunk × vocab) buffer when ``chunk_size`` is not given (the chunk loop
-#: holds at most four such buffers).
+#: holds at most two such buffers).
 CHUNK_BYTES: Final[int] = 256 * 2**20
 #: Largest default chunk. On the benchmark CPU, chunks of 256–1024 tokens ran the projection
 #: matmuls as fast as one unchunked matmul (``docs/benchmarks.md``); larger ones only grow the
@@ -102,24 +100,31 @@ Kernel: TypeAlias = Literal["fused", "core"]
 
 # Divergence codes of the packed token groups: the :class:`~askd_ref.divergences.Divergence`
 # members (an IntEnum), and _NONE for tokens whose log-probs only the sequence terms read.
-_SKL, _SRKL_FULL, _SRKL_STOP, _FKL, _RKL, _GJSD = (
-    Divergence.SKL,
-    Divergence.SRKL_FULL,
-    Divergence.SRKL_STOP,
-    Divergence.FKL,
-    Divergence.RKL,
-    Divergence.GJSD,
-)
 _NONE: Final[int] = len(Divergence)
 
 
 # ----------------------------------------------------------------------------------------------
-# Per-chunk kernels. Inputs are views of the chunk's rows of one divergence (m rows, vocab V):
+# Per-chunk kernels. Inputs are views of a block of rows of one divergence (m rows, vocab V):
 # ``s`` holds the student log-probs log q and ``t`` the teacher log-probs log p (both consumed:
-# they are overwritten with q and p), ``x`` receives ∂L/∂logits when ``want_grad`` and ``y`` is
-# scratch; ``a``, ``la``, ``l1a`` are (m, 1) columns α, log α, log(1 − α) (β for JSD) and ``w``
+# they are overwritten with q and p, and ``s`` finally with ∂L/∂logits when ``want_grad``), ``x``
+# and ``y`` are scratch; ``a``, ``la``, ``l1a`` are (m, 1) columns α, log α, log(1 − α) (β for JSD) and ``w``
 # the (m, 1) loss weight of each token. Each returns the per-token divergence values, (m,).
 # ----------------------------------------------------------------------------------------------
+
+
+#: log₂ e: exp(x) = 2^(x·log₂ e).
+_LOG2E: Final[float] = 1.4426950408889634
+
+
+def _exp_(x: Tensor) -> Tensor:
+    """exp(x) in place, as 2^(x·log₂ e).
+
+    On CPU ``torch.exp`` goes through MKL's vector math library, which ran 3–7× slower than the
+    SIMD ``torch.exp2`` on the benchmark CPU (AMD EPYC, AVX-512); the two passes of this form
+    cost less than the one of ``exp``. The rounding of x·log₂ e adds a relative error of about
+    |x|·2⁻²⁴ in float32 (1e-6 at x = −20, where the term weighs e⁻²⁰).
+    """
+    return x.mul_(_LOG2E).exp2_()
 
 
 def _fused_kernel(
@@ -153,89 +158,133 @@ def _fused_kernel(
     Every formula is checked against the library's divergence functions differentiated by
     autograd (``kernel="core"``) in ``tests/test_chunked.py``.
     """
-    if code == _SKL:
-        torch.sub(s, t, out=x).add_(l1a)  # log((1−α)q/p)
-        p = t.exp_()
-        torch.logaddexp(x, la, out=y)  # log(m/p)
-        if want_grad:
-            x.sub_(y).exp_().mul_(p).mul_(-w)  # −w·p ⊙ r
-        value = -y.mul_(p).sum(-1)
-        if want_grad:
-            c = x.sum(-1, keepdim=True)  # −w·⟨p, r⟩
-            x.addcmul_(s.exp_(), c, value=-1.0)  # w·(q·⟨p, r⟩ − p ⊙ r)
-    elif code in (_SRKL_FULL, _SRKL_STOP):
-        torch.sub(t, s, out=x).add_(l1a)  # log((1−α)p/q)
-        torch.logaddexp(x, la, out=y)  # log(m/q)
-        q = s.exp_()
-        if want_grad and code == _SRKL_FULL:
-            torch.neg(y, out=x).exp_().mul_(a).add_(y).mul_(q)  # q ⊙ (y + α q/m)
-        y.mul_(q)
-        value = -y.sum(-1)
-        if want_grad:
-            if code == _SRKL_FULL:
-                c = x.sum(-1, keepdim=True)
-                x.addcmul_(q, c, value=-1.0).mul_(-w)  # w·q ⊙ (c − x)
-            else:
-                torch.mul(q, -value.unsqueeze(-1), out=x).sub_(y).mul_(w)  # w·q ⊙ (⟨q, y⟩ − y)
-    elif code == _FKL:
-        torch.sub(t, s, out=x)  # log(p/q)
-        p = t.exp_()
-        value = x.mul_(p).sum(-1)
-        if want_grad:
-            torch.sub(s.exp_(), p, out=x).mul_(w)
-    elif code == _RKL:
-        torch.sub(s, t, out=x)  # log(q/p)
-        q = s.exp_()
-        value = x.mul_(q).sum(-1)
-        if want_grad:
-            x.addcmul_(q, value.unsqueeze(-1), value=-1.0).mul_(w)  # w·q ⊙ (log(q/p) − RKL)
-    elif code == _GJSD:
-        torch.sub(t, s, out=x)  # log(p/q)
-        torch.add(x, la, out=y)
-        torch.logaddexp(y, l1a, out=y)  # log(M/q)
-        x.sub_(y)  # log(p/M)
-        p, q = t.exp_(), s.exp_()
-        vp = x.mul_(p).sum(-1, keepdim=True)
-        yq = y.mul_(q).sum(-1, keepdim=True)
-        value = (a * vp - (1 - a) * yq).view(-1)
-        if want_grad:
-            torch.mul(q, yq, out=x).sub_(y).mul_((1 - a) * w)  # (1−β)w·q ⊙ (⟨q, y⟩ − y)
-    else:  # pragma: no cover - internal
-        raise AssertionError(f"unknown divergence code {code}")
+    return _FUSED[Divergence(code)](s, t, x, y, a, la, l1a, w, want_grad)
+
+
+def _fused_skl(
+    s: Tensor, t: Tensor, x: Tensor, y: Tensor, la: Tensor, l1a: Tensor, w: Tensor, want_grad: bool
+) -> Tensor:
+    """SKL_α: value −⟨p, y⟩ and gradient w·(q·⟨p, r⟩ − p ⊙ r) (see :func:`_fused_kernel`)."""
+    torch.sub(s, t, out=x).add_(l1a)  # log((1−α)q/p)
+    p = _exp_(t)
+    torch.logaddexp(x, la, out=y)  # log(m/p)
+    if want_grad:
+        _exp_(x.sub_(y)).mul_(p).mul_(-w)  # −w·p ⊙ r
+    value = -y.mul_(p).sum(-1)
+    if want_grad:
+        c = x.sum(-1, keepdim=True)  # −w·⟨p, r⟩
+        torch.addcmul(x, _exp_(s), c, value=-1.0, out=s)  # w·(q·⟨p, r⟩ − p ⊙ r)
     return value
 
 
-def _core_kernel(
-    code: int, s: Tensor, t: Tensor, x: Tensor, param: Tensor, mixture_stop: bool, w: Tensor, want_grad: bool
+def _fused_srkl(
+    s: Tensor,
+    t: Tensor,
+    x: Tensor,
+    y: Tensor,
+    a: Tensor,
+    la: Tensor,
+    l1a: Tensor,
+    w: Tensor,
+    want_grad: bool,
+    *,
+    full: bool,
 ) -> Tensor:
-    """The same values and logit gradients from the library's divergence functions and autograd."""
+    """SRKL_α: value −⟨q, y⟩; gradient w·q ⊙ (c − x) (``full``) or w·q ⊙ (⟨q, y⟩ − y) (stop)."""
+    torch.sub(t, s, out=x).add_(l1a)  # log((1−α)p/q)
+    torch.logaddexp(x, la, out=y)  # log(m/q)
+    q = _exp_(s)
+    if want_grad and full:
+        torch.mul(y, -_LOG2E, out=x).exp2_().mul_(a).add_(y).mul_(q)  # q ⊙ (y + α q/m)
+    y.mul_(q)
+    value = -y.sum(-1)
+    if want_grad:
+        if full:
+            c = x.sum(-1, keepdim=True)
+            torch.addcmul(x, q, c, value=-1.0, out=s).mul_(-w)  # w·q ⊙ (c − x)
+        else:
+            q.mul_(-value.unsqueeze(-1)).sub_(y).mul_(w)  # w·q ⊙ (⟨q, y⟩ − y)
+    return value
+
+
+def _fused_fkl(s: Tensor, t: Tensor, x: Tensor, w: Tensor, want_grad: bool) -> Tensor:
+    """FKL: value ⟨p, log(p/q)⟩, gradient w·(q − p)."""
+    torch.sub(t, s, out=x)  # log(p/q)
+    p = _exp_(t)
+    value = x.mul_(p).sum(-1)
+    if want_grad:
+        _exp_(s).sub_(p).mul_(w)
+    return value
+
+
+def _fused_rkl(s: Tensor, t: Tensor, x: Tensor, w: Tensor, want_grad: bool) -> Tensor:
+    """RKL: value ⟨q, log(q/p)⟩, gradient w·q ⊙ (log(q/p) − RKL)."""
+    torch.sub(s, t, out=x)  # log(q/p)
+    q = _exp_(s)
+    value = x.mul_(q).sum(-1)
+    if want_grad:
+        torch.addcmul(x, q, value.unsqueeze(-1), value=-1.0, out=s).mul_(w)  # w·q ⊙ (log(q/p) − RKL)
+    return value
+
+
+def _fused_gjsd(
+    s: Tensor, t: Tensor, x: Tensor, y: Tensor, a: Tensor, la: Tensor, l1a: Tensor, w: Tensor, want_grad: bool
+) -> Tensor:
+    """JSD_β: value β⟨p, log(p/M)⟩ − (1−β)⟨q, y⟩, gradient (1−β)w·q ⊙ (⟨q, y⟩ − y), y = log(M/q)."""
+    torch.sub(t, s, out=x)  # log(p/q)
+    torch.add(x, la, out=y)
+    torch.logaddexp(y, l1a, out=y)  # log(M/q)
+    x.sub_(y)  # log(p/M)
+    p, q = _exp_(t), _exp_(s)
+    vp = x.mul_(p).sum(-1, keepdim=True)
+    yq = y.mul_(q).sum(-1, keepdim=True)
+    value = (a * vp - (1 - a) * yq).view(-1)
+    if want_grad:
+        q.mul_(yq).sub_(y).mul_((1 - a) * w)  # (1−β)w·q ⊙ (⟨q, y⟩ − y)
+    return value
+
+
+#: The fused kernel of each divergence, called as ``(s, t, x, y, a, la, l1a, w, want_grad)``.
+_FUSED: Final[dict[Divergence, Callable[..., Tensor]]] = {
+    Divergence.SKL: lambda s, t, x, y, a, la, l1a, w, g: _fused_skl(s, t, x, y, la, l1a, w, g),
+    Divergence.SRKL_FULL: lambda s, t, x, y, a, la, l1a, w, g: _fused_srkl(
+        s, t, x, y, a, la, l1a, w, g, full=True
+    ),
+    Divergence.SRKL_STOP: lambda s, t, x, y, a, la, l1a, w, g: _fused_srkl(
+        s, t, x, y, a, la, l1a, w, g, full=False
+    ),
+    Divergence.FKL: lambda s, t, x, y, a, la, l1a, w, g: _fused_fkl(s, t, x, w, g),
+    Divergence.RKL: lambda s, t, x, y, a, la, l1a, w, g: _fused_rkl(s, t, x, w, g),
+    Divergence.GJSD: lambda s, t, x, y, a, la, l1a, w, g: _fused_gjsd(s, t, x, y, a, la, l1a, w, g),
+}
+
+
+def _core_kernel(code: int, s: Tensor, t: Tensor, param: Tensor, w: Tensor, want_grad: bool) -> Tensor:
+    """The same values and logit gradients (into ``s``) from the library's divergence functions
+    and autograd."""
     with torch.enable_grad(), validation_disabled():
         slp = s.detach().clone().requires_grad_(want_grad)
         a = param.view(-1)
-        if code == _SKL:
-            d = skew_forward_kl(teacher_logp=t, student_logp=slp, alpha=a)
-        elif code in (_SRKL_FULL, _SRKL_STOP):
-            d = skew_reverse_kl(
-                teacher_logp=t, student_logp=slp, alpha=a, mixture_grad="stop" if mixture_stop else "full"
-            )
-        elif code == _FKL:
-            d = forward_kl(teacher_logp=t, student_logp=slp)
-        elif code == _RKL:
-            d = reverse_kl(teacher_logp=t, student_logp=slp)
-        elif code == _GJSD:
-            d = generalized_jsd(teacher_logp=t, student_logp=slp, beta=a)
-        else:  # pragma: no cover - internal
-            raise AssertionError(f"unknown divergence code {code}")
+        d = Divergence(code).evaluate(teacher_logp=t, student_logp=slp, param=a)
         if want_grad:
             (g,) = torch.autograd.grad(d, slp, grad_outputs=w.view(-1).to(d.dtype))
             # chain rule through log_softmax: ∂/∂z = g − softmax(z)·Σ_v g_v
-            x.copy_(g - slp.detach().exp() * g.sum(-1, keepdim=True))
+            s.copy_(g - slp.detach().exp() * g.sum(-1, keepdim=True))
     return d.detach()
 
 
 # ----------------------------------------------------------------------------------------------
 # The packed computation as one autograd Function.
+#
+# Each chunk of packed tokens is projected by one matmul per model into a (chunk × vocab)
+# buffer; the element-wise work (log-softmax, the divergence kernel, the logit gradient) then
+# runs over blocks of a few rows (``_BLOCK_BYTES`` per buffer), so that its dozen passes read and
+# write data held in cache instead of streaming the whole chunk through memory each time; the
+# chunk's logit gradient is pushed through the projection by two more matmuls.
 # ----------------------------------------------------------------------------------------------
+
+#: Bytes of one buffer's row block in the element-wise passes (at least one row).
+_BLOCK_BYTES: int = 2**20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -263,6 +312,201 @@ def _project(h: Tensor, weight: Tensor, bias: Tensor | None, out: Tensor) -> Ten
     return out
 
 
+def _block_rows(vocab: int, dtype: torch.dtype) -> int:
+    """Rows per element-wise block: ``_BLOCK_BYTES`` of one (rows × vocab) buffer, at least 1."""
+    return max(1, _BLOCK_BYTES // (vocab * torch.empty((), dtype=dtype).element_size()))
+
+
+def _blocks(segments: Sequence[tuple[int, int, int]], block: int) -> Iterator[tuple[int, int, int]]:
+    """(start, end, code) pieces of ``segments`` at most ``block`` rows long."""
+    for lo, hi, code in segments:
+        for b0 in range(lo, hi, block):
+            yield b0, min(hi, b0 + block), code
+
+
+def _chunk_segments(segments: Sequence[tuple[int, int, int]], c0: int, c1: int) -> list[tuple[int, int, int]]:
+    """The parts of the packed ``segments`` inside rows [c0, c1), relative to c0."""
+    return [(max(a, c0) - c0, min(b, c1) - c0, code) for a, b, code in segments if a < c1 and b > c0]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Head:
+    """One output projection z = h·Wᵀ + b, its weight and bias in the compute dtype."""
+
+    hidden: Tensor  # (N, hidden) packed hidden states, the input's dtype
+    weight: Tensor  # (vocab, hidden), compute dtype
+    bias: Tensor | None  # (vocab,), compute dtype
+
+    @staticmethod
+    def of(hidden: Tensor, weight: Tensor, bias: Tensor | None, cdt: torch.dtype) -> "_Head":
+        return _Head(hidden, weight.to(cdt), None if bias is None else bias.to(cdt))
+
+    def project_chunk(self, c0: int, c1: int, out: Tensor) -> Tensor:
+        """The logits of packed rows [c0, c1) into ``out[: c1 − c0]``."""
+        return _project(self.hidden[c0:c1], self.weight, self.bias, out[: c1 - c0])
+
+
+class _HeadGrads:
+    """∂L/∂(hidden, weight, bias) of the student head, accumulated chunk by chunk.
+
+    A chunk's logit gradient G = ∂L/∂z (n × vocab) of z = H·Wᵀ + b adds G·W to the chunk's
+    hidden rows, Gᵀ·H to the weight and the column sums of G to the bias. The weight gradient is
+    created by the first chunk (no zero fill of a vocab × hidden buffer).
+    """
+
+    def __init__(self, h: Tensor | None, w: Tensor | None, b: Tensor | None, need_w: bool) -> None:
+        self.h, self.w, self.b, self.need_w = h, w, b, need_w
+
+    @staticmethod
+    def empty(needs: Sequence[bool], head: _Head, cdt: torch.dtype) -> "_HeadGrads":
+        """Accumulators for the gradients in ``needs`` = (hidden, weight, bias)."""
+        need_h, need_w, need_b = needs
+        n_tok, hidden = head.hidden.shape
+        vocab, dev = head.weight.shape[0], head.hidden.device
+        h = torch.zeros(n_tok, hidden, dtype=cdt, device=dev) if need_h else None
+        b = torch.zeros(vocab, dtype=cdt, device=dev) if need_b else None
+        return _HeadGrads(h, None, b, need_w)
+
+    def accumulate_head_grads(self, g: Tensor, head: _Head, c0: int) -> None:
+        """Push the logit gradient ``g`` of packed rows [c0, c0 + len(g)) through the projection."""
+        if self.h is not None:
+            self.h[c0 : c0 + g.shape[0]].addmm_(g, head.weight)
+        if self.need_w:
+            hc = head.hidden[c0 : c0 + g.shape[0]].to(g.dtype)
+            if self.w is None:
+                self.w = torch.mm(g.t(), hc)
+            else:
+                self.w.addmm_(g.t(), hc)
+        if self.b is not None:
+            self.b.add_(g.sum(0))
+
+    def scaled(self, g_loss: Tensor | None, needs: Sequence[bool], *, copy: bool) -> "_HeadGrads":
+        """These gradients times the incoming ``g_loss`` (fresh tensors when ``copy``)."""
+        if g_loss is None:
+            return _HeadGrads(None, None, None, needs[1])
+        one = not copy and g_loss.numel() == 1 and float(g_loss) == 1.0
+
+        def scale(x: Tensor | None) -> Tensor | None:
+            return None if x is None else x if one else x * g_loss
+
+        return _HeadGrads(scale(self.h), scale(self.w), scale(self.b), needs[1])
+
+
+@dataclasses.dataclass
+class _Forward:
+    """One forward pass over the chunks: heads, reusable buffers and the per-token outputs."""
+
+    pack: _Pack
+    student: _Head
+    teacher: _Head | None
+    bufs: dict[str, Tensor]  # "s", "t": (chunk, V) logits, then ∂L/∂z in "s"; "x", "y": (block, V)
+    block: int
+    s_tok: Tensor  # (N,) student token log-probs
+    t_tok: Tensor  # (N,) teacher token log-probs (0 where not computed)
+    lse: Tensor  # (N,) student log-sum-exp, kept for the backward pass
+    values: Tensor  # (N,) per-token divergence values (0 on sequence-only tokens)
+    grads: _HeadGrads | None  # dense gradients, when wanted
+
+    @staticmethod
+    def start(pack: _Pack, student: _Head, teacher: _Head | None, needs: Sequence[bool]) -> "_Forward":
+        """Allocate the buffers and outputs of a forward pass (at most two chunk buffers)."""
+        n_tok, vocab = student.hidden.shape[0], student.weight.shape[0]
+        cdt, dev = pack.cdt, student.hidden.device
+        chunk, block = min(pack.chunk_size, n_tok), _block_rows(vocab, cdt)
+        dense = any(code != _NONE for _, _, code in pack.segments)
+        scratch = min(block, chunk) if dense and pack.kernel == "fused" else 0
+        rows = {"s": chunk, "t": chunk if teacher is not None else 0, "x": scratch, "y": scratch}
+        bufs = {k: torch.empty(r, vocab, dtype=cdt, device=dev) for k, r in rows.items() if r}
+        want_grad = pack.want_grad and dense and any(needs)
+        return _Forward(
+            pack=pack,
+            student=student,
+            teacher=teacher,
+            bufs=bufs,
+            block=block,
+            s_tok=torch.empty(n_tok, dtype=cdt, device=dev),
+            t_tok=torch.zeros(n_tok, dtype=cdt, device=dev),
+            lse=torch.empty(n_tok, dtype=cdt, device=dev),
+            values=torch.zeros(n_tok, dtype=cdt, device=dev),
+            grads=_HeadGrads.empty(needs, student, cdt) if want_grad else None,
+        )
+
+    def chunk(self, c0: int, c1: int) -> None:
+        """Rows [c0, c1): project, then per block log-softmax, token log-probs and the kernel,
+        which leaves ∂L/∂z in the student's buffer for the gradient push."""
+        pack = self.pack
+        segs = _chunk_segments(pack.segments, c0, c1)
+        dense = any(code != _NONE for _, _, code in segs)
+        ids = pack.targets[c0:c1, None]
+        s = self.student.project_chunk(c0, c1, self.bufs["s"])
+        z_y = s.gather(1, ids).view(-1)  # the target logits, before the log-softmax
+        t = None
+        if self.teacher is not None and (dense or pack.teacher_tokens):
+            t = self.teacher.project_chunk(c0, c1, self.bufs["t"])
+        for b0, b1, code in _blocks(segs, self.block):
+            sb = torch.log_softmax(s[b0:b1], -1, out=s[b0:b1])
+            self.s_tok[c0 + b0 : c0 + b1] = sb.gather(1, ids[b0:b1]).view(-1)
+            tb = None
+            if t is not None:
+                tb = torch.log_softmax(t[b0:b1], -1, out=t[b0:b1])
+                self.t_tok[c0 + b0 : c0 + b1] = tb.gather(1, ids[b0:b1]).view(-1)
+            if not dense:
+                continue
+            if code == _NONE:
+                sb.zero_()  # no dense gradient on these rows
+            else:
+                assert tb is not None
+                self.values[c0 + b0 : c0 + b1] = self.kernel(code, sb, tb, c0 + b0)
+        self.lse[c0:c1] = z_y - self.s_tok[c0:c1]  # z_y − log q(y) = log Σ_v exp z_v
+        if self.grads is not None and dense:
+            self.grads.accumulate_head_grads(s, self.student, c0)
+
+    def kernel(self, code: int, s: Tensor, t: Tensor, i0: int) -> Tensor:
+        """The divergence values of packed rows [i0, i0 + len(s)); their logit gradient into ``s``."""
+        pack, i1 = self.pack, i0 + s.shape[0]
+        want_grad = self.grads is not None
+        if pack.kernel == "core":
+            w = pack.weight[i0:i1]
+            return _core_kernel(code, s, t, pack.param[i0:i1], w, want_grad)
+        x, y = self.bufs["x"][: s.shape[0]], self.bufs["y"][: s.shape[0]]
+        a, la, l1a, w = (v[i0:i1] for v in (pack.param, pack.la, pack.l1a, pack.weight))
+        return _fused_kernel(code, s, t, x, y, a, la, l1a, w, want_grad)
+
+
+def _token_grads(
+    grads: _HeadGrads, head: _Head, pack: _Pack, lse: Tensor, g_tok: Tensor, needs: Sequence[bool]
+) -> None:
+    """Add Σ_t g_t ∂ log q(y_t)/∂(hidden, weight, bias), recomputing each chunk's logits once.
+
+    ∂ log q(y_t)/∂z_t = onehot(y_t) − softmax(z_t), softmax(z_t) = exp(z_t − lse_t). Chunks whose
+    tokens all have g_t = 0 are skipped.
+    """
+    cdt, dev = pack.cdt, head.hidden.device
+    n_tok, vocab = head.hidden.shape[0], head.weight.shape[0]
+    chunk, block = min(pack.chunk_size, n_tok), _block_rows(vocab, cdt)
+    g = g_tok.to(cdt)
+    n_chunks = -(-n_tok // chunk)
+    pad = torch.zeros(n_chunks * chunk - n_tok, dtype=torch.bool, device=dev)
+    active: list[bool] = torch.cat([g != 0, pad]).view(n_chunks, chunk).any(1).tolist()
+    if not any(active):
+        return
+    if needs[0] and grads.h is None:
+        grads.h = torch.zeros(n_tok, head.hidden.shape[1], dtype=cdt, device=dev)
+    if needs[2] and grads.b is None:
+        grads.b = torch.zeros(vocab, dtype=cdt, device=dev)
+    zbuf = torch.empty(chunk, vocab, dtype=cdt, device=dev)
+    for k, c0 in enumerate(range(0, n_tok, chunk)):
+        if not active[k]:
+            continue
+        c1 = min(n_tok, c0 + chunk)
+        z, gc = head.project_chunk(c0, c1, zbuf), g[c0:c1, None]
+        for b0 in range(0, c1 - c0, block):
+            b1 = min(c1 - c0, b0 + block)
+            _exp_(z[b0:b1].sub_(lse[c0 + b0 : c0 + b1, None])).mul_(-gc[b0:b1])
+        z.scatter_add_(1, pack.targets[c0:c1, None], gc)
+        grads.accumulate_head_grads(z, head, c0)
+
+
 class _ChunkedHeads(torch.autograd.Function):
     """Packed hidden states → (dense loss, student token log-probs, teacher token log-probs, values)."""
 
@@ -277,112 +521,22 @@ class _ChunkedHeads(torch.autograd.Function):
         t_bias: Tensor | None,
         pack: _Pack,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        cdt = pack.cdt
-        dev = s_hidden.device
+        student = _Head.of(s_hidden, s_weight, s_bias, pack.cdt)
+        teacher = None
+        if t_hidden is not None and t_weight is not None:
+            teacher = _Head.of(t_hidden, t_weight, t_bias, pack.cdt)
+        run = _Forward.start(pack, student, teacher, ctx.needs_input_grad[:3])
         n_tok = s_hidden.shape[0]
-        vocab = s_weight.shape[0]
-        ws = s_weight.to(cdt)
-        bs = None if s_bias is None else s_bias.to(cdt)
-        wt = None if t_weight is None else t_weight.to(cdt)
-        bt = None if t_bias is None or wt is None else t_bias.to(cdt)
-        has_teacher = t_hidden is not None and wt is not None
-        dense = any(code != _NONE for _, _, code in pack.segments)
-        want_grad = pack.want_grad and dense
-        need_h, need_w, need_b = ctx.needs_input_grad[:3]
         chunk = min(pack.chunk_size, n_tok)
-
-        def buf() -> Tensor:
-            return torch.empty(chunk, vocab, dtype=cdt, device=dev)
-
-        # At most four (chunk × vocab) buffers: student and teacher logits (turned into
-        # log-probs, then probabilities), the logit gradient and one scratch buffer.
-        sbuf = buf()
-        tbuf = buf() if has_teacher else None
-        xbuf = buf() if dense else None
-        ybuf = buf() if dense and pack.kernel == "fused" else None
-
-        s_tok = torch.empty(n_tok, dtype=cdt, device=dev)
-        t_tok = torch.zeros(n_tok, dtype=cdt, device=dev)
-        lse = torch.empty(n_tok, dtype=cdt, device=dev)
-        values = torch.zeros(n_tok, dtype=cdt, device=dev)
-        grad_h = grad_w = grad_b = None
-        if want_grad and need_h:
-            grad_h = torch.zeros(n_tok, s_hidden.shape[1], dtype=cdt, device=dev)
-        if want_grad and need_w:
-            grad_w = torch.zeros(vocab, s_weight.shape[1], dtype=cdt, device=dev)
-        if want_grad and need_b:
-            grad_b = torch.zeros(vocab, dtype=cdt, device=dev)
-
         for c0 in range(0, n_tok, chunk):
-            c1 = min(n_tok, c0 + chunk)
-            n = c1 - c0
-            segs = [
-                (max(a, c0) - c0, min(b, c1) - c0, code) for a, b, code in pack.segments if a < c1 and b > c0
-            ]
-            dense_chunk = any(code != _NONE for _, _, code in segs)
-            y_ids = pack.targets[c0:c1, None]
-            s = _project(s_hidden[c0:c1], ws, bs, sbuf[:n])
-            lse[c0:c1] = s.gather(1, y_ids).view(-1)  # the target logit, for now
-            torch.log_softmax(s, -1, out=s)
-            s_tok[c0:c1] = s.gather(1, y_ids).view(-1)
-            lse[c0:c1] -= s_tok[c0:c1]  # z_y − log q(y) = log Σ_v exp z_v
-            t = None
-            if has_teacher and (dense_chunk or pack.teacher_tokens):
-                assert tbuf is not None
-                assert t_hidden is not None
-                assert wt is not None
-                t = _project(t_hidden[c0:c1], wt, bt, tbuf[:n])
-                torch.log_softmax(t, -1, out=t)
-                t_tok[c0:c1] = t.gather(1, y_ids).view(-1)
-            if not dense_chunk:
-                continue
-            assert t is not None
-            assert xbuf is not None
-            x = xbuf[:n]
-            for lo, hi, code in segs:
-                i0, i1 = c0 + lo, c0 + hi
-                if code == _NONE:
-                    x[lo:hi].zero_()  # no dense gradient on these rows
-                elif pack.kernel == "fused":
-                    assert ybuf is not None
-                    values[i0:i1] = _fused_kernel(
-                        code,
-                        s[lo:hi],
-                        t[lo:hi],
-                        x[lo:hi],
-                        ybuf[lo:hi],
-                        pack.param[i0:i1],
-                        pack.la[i0:i1],
-                        pack.l1a[i0:i1],
-                        pack.weight[i0:i1],
-                        want_grad,
-                    )
-                else:
-                    values[i0:i1] = _core_kernel(
-                        code,
-                        s[lo:hi],
-                        t[lo:hi],
-                        x[lo:hi],
-                        pack.param[i0:i1],
-                        code == _SRKL_STOP,
-                        pack.weight[i0:i1],
-                        want_grad,
-                    )
-            if want_grad:  # push ∂L/∂logits through the projection
-                if grad_h is not None:
-                    torch.mm(x, ws, out=grad_h[c0:c1])
-                if grad_w is not None:
-                    grad_w.addmm_(x.t(), s_hidden[c0:c1].to(cdt))
-                if grad_b is not None:
-                    grad_b.add_(x.sum(0))
-
-        dense_loss = (values * pack.weight.view(-1)).sum()
+            run.chunk(c0, min(n_tok, c0 + chunk))
+        dense_loss = (run.values * pack.weight.view(-1)).sum()
         ctx.set_materialize_grads(False)
-        ctx.mark_non_differentiable(t_tok, values)
-        ctx.save_for_backward(s_hidden, s_weight, s_bias, lse)
+        ctx.mark_non_differentiable(run.t_tok, run.values)
+        ctx.save_for_backward(s_hidden, s_weight, s_bias, run.lse)
         ctx.pack = pack
-        ctx.dense_grads = (grad_h, grad_w, grad_b)
-        return dense_loss, s_tok, t_tok, values
+        ctx.dense_grads = run.grads
+        return dense_loss, run.s_tok, run.t_tok, run.values
 
     @staticmethod
     def backward(
@@ -390,45 +544,28 @@ class _ChunkedHeads(torch.autograd.Function):
     ) -> tuple[Tensor | None, ...]:
         s_hidden, s_weight, s_bias, lse = ctx.saved_tensors
         pack: _Pack = ctx.pack
-        cdt = pack.cdt
-        need_h, need_w, need_b = ctx.needs_input_grad[:3]
-        gh_d, gw_d, gb_d = ctx.dense_grads
-        grad_h = gh_d * g_loss if gh_d is not None and g_loss is not None else None
-        grad_w = gw_d * g_loss if gw_d is not None and g_loss is not None else None
-        grad_b = gb_d * g_loss if gb_d is not None and g_loss is not None else None
-        if g_stok is not None and bool((g_stok != 0).any()):
-            # ∂ log q(y_t)/∂z = onehot(y_t) − softmax(z): recompute each chunk's logits once.
-            ws = s_weight.to(cdt)
-            bs = None if s_bias is None else s_bias.to(cdt)
-            g = g_stok.to(cdt)
-            n_tok, vocab = s_hidden.shape[0], ws.shape[0]
-            chunk = min(pack.chunk_size, n_tok)
-            zbuf = torch.empty(chunk, vocab, dtype=cdt, device=s_hidden.device)
-            dev = s_hidden.device
-            if need_h and grad_h is None:
-                grad_h = torch.zeros(n_tok, s_hidden.shape[1], dtype=cdt, device=dev)
-            if need_w and grad_w is None:
-                grad_w = torch.zeros(vocab, s_weight.shape[1], dtype=cdt, device=dev)
-            if need_b and grad_b is None:
-                grad_b = torch.zeros(vocab, dtype=cdt, device=dev)
-            for c0 in range(0, n_tok, chunk):
-                c1 = min(n_tok, c0 + chunk)
-                gc = g[c0:c1, None]
-                if not bool((gc != 0).any()):
-                    continue
-                z = _project(s_hidden[c0:c1], ws, bs, zbuf[: c1 - c0])
-                z.sub_(lse[c0:c1, None]).exp_().mul_(-gc)
-                z.scatter_add_(1, pack.targets[c0:c1, None], gc)
-                if grad_h is not None:
-                    grad_h[c0:c1].addmm_(z, ws)
-                if grad_w is not None:
-                    grad_w.addmm_(z.t(), s_hidden[c0:c1].to(cdt))
-                if grad_b is not None:
-                    grad_b.add_(z.sum(0))
-        out_h = None if grad_h is None or not need_h else grad_h.to(s_hidden.dtype)
-        out_w = None if grad_w is None or not need_w else grad_w.to(s_weight.dtype)
-        out_b = None if grad_b is None or not need_b or s_bias is None else grad_b.to(s_bias.dtype)
-        return out_h, out_w, out_b, None, None, None, None
+        needs = ctx.needs_input_grad[:3]
+        dense: _HeadGrads | None = ctx.dense_grads
+        if dense is None:
+            grads = _HeadGrads(None, None, None, needs[1])
+        else:  # fresh tensors when the token gradients are added to them
+            grads = dense.scaled(g_loss, needs, copy=g_stok is not None)
+        if g_stok is not None:
+            head = _Head.of(s_hidden, s_weight, s_bias, pack.cdt)
+            _token_grads(grads, head, pack, lse, g_stok, needs)
+
+        def out(x: Tensor | None, need: bool, like: Tensor | None) -> Tensor | None:
+            return None if x is None or not need or like is None else x.to(like.dtype)
+
+        return (
+            out(grads.h, needs[0], s_hidden),
+            out(grads.w, needs[1], s_weight),
+            out(grads.b, needs[2], s_bias),
+            None,
+            None,
+            None,
+            None,
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -792,8 +929,9 @@ def chunked_loss(
     Equal in value and gradient (within :mod:`askd_ref.tolerances`) to
     ``compute_loss(method, DistillBatch(...))`` with full log-probs
     ``log_softmax(hidden @ weightᵀ + bias)``, but never materialises (tokens × vocab) logits for
-    the whole batch: the peak extra memory is four ``(chunk_size, vocab)`` buffers, the saved
-    ``(tokens, hidden)`` and ``(vocab, hidden)`` gradients and the packed hidden states.
+    the whole batch: the peak extra memory is two ``(chunk_size, vocab)`` buffers, two
+    cache-sized row blocks, the saved ``(tokens, hidden)`` and ``(vocab, hidden)`` gradients and
+    the packed hidden states.
 
     * Sequence-level terms (``askd`` E11–E13, ``seqkd``, the SGO term of ``advantage_kd``) are
       computed by the library's own loss functions on the chunked token log-probs

@@ -136,7 +136,7 @@ def test_ratios_and_acceptance_checks() -> None:
     assert checks[("peak_mb", "askd_chunked/distillm2_naive")]["met"]
     assert not checks[("peak_mb", "askd_chunked/trl_gkd")]["met"]  # 1000/3000 > 0.25
     assert not checks[("time_s", "askd_chunked/trl_gkd")]["met"]  # 6/5 > 1.0
-    assert checks[("time_s", "askd_chunked/floor")]["met"]  # 1.5 ≤ 1.6
+    assert not checks[("time_s", "askd_chunked/floor")]["met"]  # 1.5 > 1.10
     table = bench._markdown(
         records, [{"tokens": 4096, "vocab": 151936, "impl": "trl_gkd", "reason": "too big"}]
     )

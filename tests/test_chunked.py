@@ -417,3 +417,17 @@ def _bad(**changes: Any) -> dict[str, Any]:
 def test_bad_input_raises(method: str, kwargs: dict[str, Any], error: type[Exception], match: str) -> None:
     with pytest.raises(error, match=match):
         chunked_loss(method, **_bad(**kwargs))
+
+
+@pytest.mark.parametrize("method", ["askd", "askd-dense", "gkd", "distillm", "kd", "rkl"])
+def test_row_blocks_do_not_change_results(method: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The element-wise passes run over row blocks of each chunk; one-row blocks (a 1-byte
+    budget) give the values and gradients of whole-chunk blocks, forward and recomputed backward."""
+    import askd_ref.chunked as chunked_module
+
+    case = with_behaviour(make_case(torch.float64, seed=11))
+    whole = run(lambda: chunked_loss(method, **case.kwargs(), chunk_size=6), case)
+    monkeypatch.setattr(chunked_module, "_BLOCK_BYTES", 1)
+    assert chunked_module._block_rows(37, torch.float64) == 1
+    rows = run(lambda: chunked_loss(method, **case.kwargs(), chunk_size=6), case)
+    assert_same(rows, whole, torch.float64)

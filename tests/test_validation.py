@@ -429,3 +429,22 @@ def test_value_checks_can_be_switched_off() -> None:
         with pytest.raises(ValueError, match="vocabulary mismatch"):
             askd_ref.forward_kl(teacher_logp=lp(2, 5), student_logp=lp(2, 6))
     assert askd_ref.is_validation_enabled()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16], ids=str)
+def test_check_no_nan_fast_path_and_overflow_fallback(dtype: torch.dtype) -> None:
+    """The one-pass sum test passes clean tensors, and a sum that overflows (finite entries near
+    the dtype's maximum) falls back to the exact checks instead of a false alarm."""
+    from askd_ref._validation import check_no_nan
+
+    big = torch.finfo(dtype).max
+    check_no_nan("x", torch.full((4, 3), big / 2, dtype=dtype))  # sum overflows, entries finite
+    check_no_nan("x", torch.zeros(0, dtype=dtype))
+    for bad, match in ((NAN, "NaN"), (INF, r"\+inf"), (-INF, "-inf")):
+        x = torch.full((4, 3), big / 2, dtype=dtype)
+        x[2, 1] = bad
+        with pytest.raises(ValueError, match=match):
+            check_no_nan("x", x)
+        with pytest.raises(ValueError, match=match):
+            check_no_nan("x", torch.where(torch.arange(12).view(4, 3) == 7, bad, 1.0).to(dtype))
+    check_no_nan("x", torch.tensor([-INF, 0.0], dtype=dtype), allow_neg_inf=True)
