@@ -8,7 +8,7 @@
 2. :func:`train_student_sft` — a smaller Llama, briefly SFT-trained on reference solutions until
    its dev accuracy reaches ``student_target`` (the common starting point of every method).
 3. :func:`teacher_outputs` — TGOs sampled from the teacher for the distillation prompts.
-4. :func:`distill` — :class:`~askd_ref.trainer.ASKDTrainer` with one method from that start, with
+4. :func:`distill` — :class:`~askd_ref.engine.trainer.ASKDTrainer` with one method from that start, with
    the same prompts, TGOs, steps and batch size for every method.
 5. :func:`evaluate` — greedy accuracy on the held-out problems (exact match).
 
@@ -29,16 +29,16 @@ from typing import Any
 
 import torch
 
-from askd_ref.data import Prompt
+from askd_ref.engine.data import Prompt
 from askd_ref.engine.evaluate import EvalResult, evaluate_model
-from askd_ref.generation import generate
+from askd_ref.engine.generation import generate
+from askd_ref.engine.trainer import METHOD_NEEDS, ASKDConfig, ASKDTrainer, PromptItem, Response
 from askd_ref.options import ASKDOptions
 from askd_ref.quality import QualitySignal, get_signal
 from askd_ref.quality.math import ExactMatch
 from askd_ref.toy.models import Check, problem_batches, sft_train, tiny_llama
 from askd_ref.toy.task import CarryFlaw, Problem, ProblemPool, ToyTask
 from askd_ref.toy.tokenizer import build_tokenizer
-from askd_ref.trainer import METHOD_NEEDS, ASKDConfig, ASKDTrainer, PromptItem, Response
 
 __all__ = [
     "PRESETS",
