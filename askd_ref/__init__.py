@@ -31,15 +31,11 @@ if TYPE_CHECKING:
         skew_forward_kl,
         skew_reverse_kl,
     )
+    from askd_ref.engine.config import ASKDConfig
     from askd_ref.engine.evaluate import EvalResult, evaluate_model
     from askd_ref.engine.generation import Generation, generate, generate_samples
-    from askd_ref.engine.trainer import (
-        ASKDConfig,
-        ASKDTrainer,
-        PromptItem,
-        Response,
-        prompt_items_from_samples,
-    )
+    from askd_ref.engine.items import PromptItem, Response, prompt_items_from_samples
+    from askd_ref.engine.trainer import ASKDTrainer
     from askd_ref.losses import (
         DistillBatch,
         LossOutput,
@@ -96,11 +92,11 @@ _EXPORTS: dict[str, str] = {
     "tgo_loss": "askd_ref.losses",
     "token_log_probs": "askd_ref.sequence",
     "validation_disabled": "askd_ref._validation",
-    "ASKDConfig": "askd_ref.engine.trainer",
+    "ASKDConfig": "askd_ref.engine.config",
     "ASKDTrainer": "askd_ref.engine.trainer",
-    "PromptItem": "askd_ref.engine.trainer",
-    "Response": "askd_ref.engine.trainer",
-    "prompt_items_from_samples": "askd_ref.engine.trainer",
+    "PromptItem": "askd_ref.engine.items",
+    "Response": "askd_ref.engine.items",
+    "prompt_items_from_samples": "askd_ref.engine.items",
     "Generation": "askd_ref.engine.generation",
     "generate": "askd_ref.engine.generation",
     "generate_samples": "askd_ref.engine.generation",

@@ -41,7 +41,9 @@ WORKER = textwrap.dedent(
     from askd_ref.engine.run import end_distributed
     from askd_ref.quality.math import ExactMatch
     from askd_ref.toy import ToyTask, build_tokenizer, tiny_llama
-    from askd_ref.engine.trainer import ASKDConfig, ASKDTrainer, PromptItem, Response
+    from askd_ref.engine.config import ASKDConfig
+    from askd_ref.engine.items import PromptItem, Response
+    from askd_ref.engine.trainer import ASKDTrainer
 
     out, batch = sys.argv[1], int(sys.argv[2])
     world = int(os.environ.get("WORLD_SIZE", "1"))

@@ -9,15 +9,11 @@ import torch
 from transformers import TrainerCallback, TrainingArguments
 
 from askd_ref import METHODS
+from askd_ref.engine.config import ASKDConfig
 from askd_ref.engine.forward import check_same_tokenizer
+from askd_ref.engine.items import PromptItem, Response, prompt_items_from_samples
 from askd_ref.engine.tokens import encode_response
-from askd_ref.engine.trainer import (
-    ASKDConfig,
-    ASKDTrainer,
-    PromptItem,
-    Response,
-    prompt_items_from_samples,
-)
+from askd_ref.engine.trainer import ASKDTrainer
 from askd_ref.options import ASKDOptions
 from askd_ref.porting.tolerances import assert_close, tolerance
 from askd_ref.toy import Problem, ToyTask, build_tokenizer, tiny_llama

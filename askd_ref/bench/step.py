@@ -283,7 +283,7 @@ def build_models(name: str, *, layers: int | None = None) -> tuple[Any, Any, Any
 
 
 def _items(n: int, seed: int = 7) -> list[Any]:
-    from askd_ref.engine.trainer import PromptItem, Response
+    from askd_ref.engine.items import PromptItem, Response
     from askd_ref.toy import ToyTask
 
     _, problems = ToyTask().split(seed=seed, n_eval=n)
@@ -312,7 +312,8 @@ def make_trainer(
     tok: Any, teacher: Any, student: Any, settings: StepSettings, out_dir: Path, device: str, *, steps: int
 ) -> Any:
     """An on-policy :class:`~askd_ref.engine.trainer.ASKDTrainer` for ``steps`` optimizer steps (SGD)."""
-    from askd_ref.engine.trainer import ASKDConfig, ASKDTrainer
+    from askd_ref.engine.config import ASKDConfig
+    from askd_ref.engine.trainer import ASKDTrainer
 
     cfg = ASKDConfig(
         method=settings.method,

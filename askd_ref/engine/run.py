@@ -191,7 +191,7 @@ class DistillRunConfig:
     train_files: tuple[str, ...]
     training: Mapping[str, Any]
     askd: Any
-    """The :class:`askd_ref.engine.trainer.ASKDConfig`."""
+    """The :class:`askd_ref.engine.config.ASKDConfig`."""
     tokenizer: str | None = None
     eval_file: str | None = None
     skip_bad_lines: bool = False
@@ -331,8 +331,8 @@ def _check_top_values(raw: _RunFile, where: str) -> None:
 
 
 def _askd_config(raw: _RunFile, sections: tuple[_SgoSection, _LossSection], where: str) -> Any:
-    """The :class:`~askd_ref.engine.trainer.ASKDConfig` of the run file (errors name the file)."""
-    from askd_ref.engine.trainer import ASKDConfig  # the heavy import, after the structural checks
+    """The :class:`~askd_ref.engine.config.ASKDConfig` of the run file (errors name the file)."""
+    from askd_ref.engine.config import ASKDConfig  # imports torch: after the structural checks
 
     try:
         askd_fields: dict[str, Any] = {
@@ -502,8 +502,8 @@ def _load_run_tokenizer(config: DistillRunConfig) -> Any:
 def _load_items(config: DistillRunConfig, tokenizer: Any) -> list[Any]:
     """The training prompts with their samples (chat records rendered with the template)."""
     from askd_ref.engine.data import read_samples
+    from askd_ref.engine.items import prompt_items_from_samples
     from askd_ref.engine.tokens import render_chat_prompts
-    from askd_ref.engine.trainer import prompt_items_from_samples
 
     samples: list[Any] = []
     for path in config.train_files:

@@ -29,10 +29,13 @@ from typing import Any
 
 import torch
 
+from askd_ref.engine.config import ASKDConfig
 from askd_ref.engine.data import Prompt
 from askd_ref.engine.evaluate import EvalResult, evaluate_model
 from askd_ref.engine.generation import generate
-from askd_ref.engine.trainer import METHOD_NEEDS, ASKDConfig, ASKDTrainer, PromptItem, Response
+from askd_ref.engine.items import PromptItem, Response
+from askd_ref.engine.trainer import ASKDTrainer
+from askd_ref.methods import METHOD_NEEDS
 from askd_ref.options import ASKDOptions
 from askd_ref.quality import QualitySignal, get_signal
 from askd_ref.quality.math import ExactMatch
