@@ -8,7 +8,7 @@
 2. :func:`train_student_sft` — a smaller Llama, briefly SFT-trained on reference solutions until
    its dev accuracy reaches ``student_target`` (the common starting point of every method).
 3. :func:`teacher_outputs` — TGOs sampled from the teacher for the distillation prompts.
-4. :func:`distill` — :class:`~askd_ref.engine.trainer.ASKDTrainer` with one method from that start, with
+4. :func:`distill` — :class:`~askd_ref.trainer.ASKDTrainer` with one method from that start, with
    the same prompts, TGOs, steps and batch size for every method.
 5. :func:`evaluate` — greedy accuracy on the held-out problems (exact match).
 

@@ -251,5 +251,5 @@ class ProblemPool:
 
 
 def prompts_of(problems: Sequence[Problem]) -> list[Prompt]:
-    """The prompt records of ``problems`` (for :func:`askd_ref.engine.data.write_samples`-style files)."""
+    """The prompt records of ``problems`` (for :func:`askd_ref.data.write_samples`-style files)."""
     return [p.to_prompt() for p in problems]
