@@ -31,8 +31,11 @@ if TYPE_CHECKING:
         skew_forward_kl,
         skew_reverse_kl,
     )
+    from askd_ref.engine.config import ASKDConfig
     from askd_ref.engine.evaluate import EvalResult, evaluate_model
-    from askd_ref.generation import Generation, generate, generate_samples
+    from askd_ref.engine.generation import Generation, generate, generate_samples
+    from askd_ref.engine.items import PromptItem, Response, prompt_items_from_samples
+    from askd_ref.engine.trainer import ASKDTrainer
     from askd_ref.losses import (
         DistillBatch,
         LossOutput,
@@ -45,18 +48,11 @@ if TYPE_CHECKING:
     from askd_ref.options import ASKDOptions
     from askd_ref.schedules import hard_gate, quality_gate, sgo_alpha, soft_gate, tgo_alpha
     from askd_ref.sequence import sequence_log_ratio, token_log_probs
-    from askd_ref.trainer import (
-        ASKDConfig,
-        ASKDTrainer,
-        PromptItem,
-        Response,
-        prompt_items_from_samples,
-    )
 
 __version__ = "0.1.0"
 
 #: Public name → defining module. Imports are lazy (PEP 562) so that the NumPy-only modules
-#: (``askd_ref.reference``, ``askd_ref.conformance``) can be used without importing torch.
+#: (``askd_ref.porting.reference``, ``askd_ref.porting.conformance``) can be used without importing torch.
 _EXPORTS: dict[str, str] = {
     "ASKDOptions": "askd_ref.options",
     "DistillBatch": "askd_ref.losses",
@@ -96,14 +92,14 @@ _EXPORTS: dict[str, str] = {
     "tgo_loss": "askd_ref.losses",
     "token_log_probs": "askd_ref.sequence",
     "validation_disabled": "askd_ref._validation",
-    "ASKDConfig": "askd_ref.trainer",
-    "ASKDTrainer": "askd_ref.trainer",
-    "PromptItem": "askd_ref.trainer",
-    "Response": "askd_ref.trainer",
-    "prompt_items_from_samples": "askd_ref.trainer",
-    "Generation": "askd_ref.generation",
-    "generate": "askd_ref.generation",
-    "generate_samples": "askd_ref.generation",
+    "ASKDConfig": "askd_ref.engine.config",
+    "ASKDTrainer": "askd_ref.engine.trainer",
+    "PromptItem": "askd_ref.engine.items",
+    "Response": "askd_ref.engine.items",
+    "prompt_items_from_samples": "askd_ref.engine.items",
+    "Generation": "askd_ref.engine.generation",
+    "generate": "askd_ref.engine.generation",
+    "generate_samples": "askd_ref.engine.generation",
     "EvalResult": "askd_ref.engine.evaluate",
     "evaluate_model": "askd_ref.engine.evaluate",
 }

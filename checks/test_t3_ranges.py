@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import askd_ref
 import proofs
-from askd_ref.tolerances import assert_close, override, tolerance
+from askd_ref.porting.tolerances import assert_close, override, tolerance
 from checks.grid import measure_t3
 
 TOL = tolerance("float64")

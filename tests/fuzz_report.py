@@ -185,7 +185,7 @@ def seed_table(worst: dict[str, dict[str, tuple[float, int]]], seeds: int) -> st
 
 
 def half_table(worst: dict[str, Any]) -> str:
-    from askd_ref.tolerances import tolerance
+    from askd_ref.porting.tolerances import tolerance
 
     cols = [
         "loss_rel (half log_softmax)",

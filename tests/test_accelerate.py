@@ -26,7 +26,7 @@ import textwrap
 import pytest
 import torch
 
-from askd_ref.tolerances import assert_close, tolerance
+from askd_ref.porting.tolerances import assert_close, tolerance
 
 WORKER = textwrap.dedent(
     """
@@ -41,7 +41,9 @@ WORKER = textwrap.dedent(
     from askd_ref.engine.run import end_distributed
     from askd_ref.quality.math import ExactMatch
     from askd_ref.toy import ToyTask, build_tokenizer, tiny_llama
-    from askd_ref.trainer import ASKDConfig, ASKDTrainer, PromptItem, Response
+    from askd_ref.engine.config import ASKDConfig
+    from askd_ref.engine.items import PromptItem, Response
+    from askd_ref.engine.trainer import ASKDTrainer
 
     out, batch = sys.argv[1], int(sys.argv[2])
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -223,7 +225,7 @@ def _toy_run(tmp_path, training, *, evaluate=False):
     """A tiny teacher/student pair, 8 TGOs (and 4 eval prompts) and a run file in ``tmp_path``."""
     import yaml
 
-    from askd_ref.data import write_samples
+    from askd_ref.engine.data import write_samples
     from askd_ref.toy import ToyTask, build_tokenizer, tiny_llama
 
     tok = build_tokenizer()

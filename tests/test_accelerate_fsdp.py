@@ -16,7 +16,9 @@ WORKER = textwrap.dedent(
     import sys
     from transformers import TrainingArguments
     from askd_ref.toy import build_tokenizer, tiny_llama
-    from askd_ref.trainer import ASKDConfig, ASKDTrainer, PromptItem, Response
+    from askd_ref.engine.config import ASKDConfig
+    from askd_ref.engine.items import PromptItem, Response
+    from askd_ref.engine.trainer import ASKDTrainer
 
     tok = build_tokenizer()
     args = TrainingArguments(output_dir=sys.argv[1], use_cpu=True, report_to=[], max_steps=1,
@@ -77,8 +79,10 @@ def test_fsdp_launch_on_cpu_processes_is_refused(tmp_path):
 def test_fsdp_requested_but_inactive_is_refused_in_process(tmp_path, monkeypatch):
     from transformers import TrainingArguments
 
+    from askd_ref.engine.config import ASKDConfig
+    from askd_ref.engine.items import PromptItem, Response
+    from askd_ref.engine.trainer import ASKDTrainer
     from askd_ref.toy import build_tokenizer, tiny_llama
-    from askd_ref.trainer import ASKDConfig, ASKDTrainer, PromptItem, Response
 
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
     tok = build_tokenizer()

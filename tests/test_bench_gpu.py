@@ -15,7 +15,7 @@ import torch
 import askd_ref
 from askd_ref.bench import step as bench_step
 from askd_ref.chunked import chunked_loss
-from askd_ref.tolerances import assert_close, tolerance
+from askd_ref.porting.tolerances import assert_close, tolerance
 
 DEVICE = os.environ.get("ASKD_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
 if DEVICE.startswith("cuda") and not torch.cuda.is_available():

@@ -9,8 +9,8 @@ import torch
 from askd_ref import DistillBatch, compute_loss
 from askd_ref.bench import loss as bench
 from askd_ref.cli import main
-from askd_ref.commands.bench_loss import _parse_sizes
-from askd_ref.tolerances import assert_close, tolerance
+from askd_ref.cli.commands.bench_loss import _parse_sizes
+from askd_ref.porting.tolerances import assert_close, tolerance
 
 F64 = tolerance(torch.float64)
 F64_GRAD = tolerance(torch.float64, "grad")

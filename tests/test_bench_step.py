@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import askd_ref.chunked
-import askd_ref.trainer
+import askd_ref.engine.trainer
 from askd_ref.bench import step as bench
 from askd_ref.cli import main
 from askd_ref.toy import build_tokenizer
@@ -34,7 +34,7 @@ def _train(toy, tmp_path: Path, timed: bool) -> tuple[torch.nn.Module, list[dict
 
 
 def test_timer_leaves_training_bit_identical_and_accounts_for_the_step(toy, tmp_path: Path) -> None:
-    original_chunked, original_compute = askd_ref.chunked.chunked_loss, askd_ref.trainer.compute_loss
+    original_chunked, original_compute = askd_ref.chunked.chunked_loss, askd_ref.engine.trainer.compute_loss
     plain, _ = _train(toy, tmp_path, timed=False)
     timed, steps = _train(toy, tmp_path, timed=True)
     for (name, a), b in zip(plain.named_parameters(), timed.parameters(), strict=True):
@@ -42,7 +42,7 @@ def test_timer_leaves_training_bit_identical_and_accounts_for_the_step(toy, tmp_
     assert not any(torch.equal(a, b) for a, b in zip(plain.parameters(), toy[2].parameters(), strict=True))
     # every wrapper and hook is gone again
     assert askd_ref.chunked.chunked_loss is original_chunked
-    assert askd_ref.trainer.compute_loss is original_compute
+    assert askd_ref.engine.trainer.compute_loss is original_compute
     assert not timed._forward_hooks
     assert not timed._forward_pre_hooks
     assert len(steps) == 2

@@ -7,10 +7,12 @@ import pytest
 import torch
 from transformers import TrainingArguments
 
-from askd_ref.data import Sample, read_samples, write_samples
+from askd_ref.engine.config import ASKDConfig
+from askd_ref.engine.data import Sample, read_samples, write_samples
+from askd_ref.engine.items import prompt_items_from_records
 from askd_ref.engine.tokens import encode_prompt, render_chat_prompt, render_chat_prompts
+from askd_ref.engine.trainer import ASKDTrainer
 from askd_ref.toy import build_tokenizer, tiny_llama
-from askd_ref.trainer import ASKDConfig, ASKDTrainer, prompt_items_from_records
 
 #: A Jinja chat template that starts with the BOS token, as most model templates do.
 TEMPLATE = (

@@ -4,7 +4,7 @@ The oracle is ``compute_loss(method, DistillBatch(...))`` on full log-probs
 ``log_softmax(hidden @ weightᵀ + bias)`` computed in the compute dtype (float32 for bf16 inputs,
 from the same rounded inputs). Values, the gradients with respect to the student's hidden
 states, output weight and bias, and every diagnostic must agree within
-:mod:`askd_ref.tolerances`.
+:mod:`askd_ref.porting.tolerances`.
 """
 
 import dataclasses
@@ -19,7 +19,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from askd_ref import METHODS, ASKDOptions, DistillBatch, LossOutput, compute_loss
 from askd_ref._validation import compute_dtype
 from askd_ref.chunked import chunked_loss, chunked_token_log_probs
-from askd_ref.tolerances import assert_close, tolerance
+from askd_ref.porting.tolerances import assert_close, tolerance
 
 DTYPES = (torch.float64, torch.float32, torch.bfloat16)
 #: ``askd`` and ``askd-dense`` are also run with non-default options: a dense term inside

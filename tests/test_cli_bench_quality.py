@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from askd_ref.toy.bench import BEGIN, END, LR_SWEEP, SWEEP, run_bench
+from askd_ref.bench.quality import BEGIN, END, LR_SWEEP, SWEEP, run_bench
 from askd_ref.toy.pipeline import ModelSize, ToySettings
 
 TINY = ToySettings(

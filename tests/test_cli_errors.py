@@ -75,7 +75,7 @@ def test_debug_prints_the_traceback(tmp_path, prompts, capsys):
 
 
 def test_unexpected_errors_exit_1_and_point_to_debug(monkeypatch, capsys):
-    import askd_ref.commands.vectors as vectors
+    import askd_ref.cli.commands.vectors as vectors
 
     def boom(args):
         raise KeyError("oops")

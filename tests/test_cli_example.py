@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from askd_ref.cli import main
-from askd_ref.commands.example import next_steps, write_example
+from askd_ref.cli.commands.example import next_steps, write_example
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from askd_ref.cli import main
-from askd_ref.commands._errors import RunInterrupted, report
-from askd_ref.data import Sample, write_samples
+from askd_ref.cli.commands._errors import RunInterrupted, report
+from askd_ref.engine.data import Sample, write_samples
 from askd_ref.engine.run import load_run_config, run_distill
 from askd_ref.toy import build_tokenizer, tiny_llama
 

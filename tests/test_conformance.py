@@ -20,10 +20,10 @@ from unittest import mock
 import numpy as np
 import pytest
 
-from askd_ref import conformance as cf
-from askd_ref import reference as ref
-from askd_ref import vectors as gv
-from askd_ref.tolerances import tolerance
+from askd_ref.porting import conformance as cf
+from askd_ref.porting import reference as ref
+from askd_ref.porting import vectors as gv
+from askd_ref.porting.tolerances import tolerance
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "numpy_port.py"
@@ -41,7 +41,7 @@ def vectors_v1() -> dict[str, Any]:
 
 
 def test_torch_adapter_passes_every_case_with_every_check(vectors: dict[str, Any]) -> None:
-    from askd_ref import conformance_torch
+    from askd_ref.porting import conformance_torch
 
     report = cf.run_conformance(conformance_torch, vectors, strict=True)
     assert report.ok, cf.format_report(report)
@@ -92,7 +92,7 @@ def test_numpy_reference_on_v2_fails_only_where_probabilities_underflow(vectors:
 
 def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     code = (
-        "import sys, askd_ref.conformance as c\n"
+        "import sys, askd_ref.porting.conformance as c\n"
         "rc = c.main(sys.argv[1:])\n"
         "print('TORCH_IMPORTED=' + str('torch' in sys.modules))\n"
         "sys.exit(rc)\n"
@@ -108,7 +108,9 @@ def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_runner_cli_needs_no_torch_and_passes_the_reference() -> None:
-    proc = _run_cli("--impl", "askd_ref.reference", "--vectors", "vectors/askd-v1.json", "--values-only")
+    proc = _run_cli(
+        "--impl", "askd_ref.porting.reference", "--vectors", "vectors/askd-v1.json", "--values-only"
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "RESULT: PASS (values only)" in proc.stdout
     assert "TORCH_IMPORTED=False" in proc.stdout, "the conformance runner (or the reference) imported torch"
@@ -444,7 +446,7 @@ def _on(base: Any, name: str, **overrides: Any) -> types.ModuleType:
 
 
 def _torch_port(name: str, **overrides: Any) -> types.ModuleType:
-    from askd_ref import conformance_torch
+    from askd_ref.porting import conformance_torch
 
     return _on(conformance_torch, name, **overrides)
 
@@ -497,7 +499,7 @@ def _naive_log_mixture() -> types.ModuleType:
         "naive_log_mixture",
         lambda x, y, a: np.asarray(x) + np.log(a + (1 - a) * np.exp(np.asarray(y) - np.asarray(x))),
     )
-    from askd_ref import conformance_torch
+    from askd_ref.porting import conformance_torch
 
     port.generalized_jsd = conformance_torch.generalized_jsd  # type: ignore[attr-defined]
 
@@ -525,7 +527,7 @@ def _kl_ratio_in_probabilities() -> types.ModuleType:
 
         return fn
 
-    from askd_ref import conformance_torch as ct
+    from askd_ref.porting import conformance_torch as ct
 
     return _torch_port(
         "kl_ratio",
@@ -790,4 +792,4 @@ def test_load_vectors_rejects_other_versions(tmp_path: Path) -> None:
         cf.load_vectors(bad)
     with pytest.raises(FileNotFoundError, match="askd vectors --out"):
         cf.load_vectors(tmp_path / "missing.json")
-    assert cf.main(["--impl", "askd_ref.reference", "--vectors", str(bad)]) == 2
+    assert cf.main(["--impl", "askd_ref.porting.reference", "--vectors", str(bad)]) == 2

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import askd_ref
-from askd_ref.tolerances import assert_close, tolerance
+from askd_ref.porting.tolerances import assert_close, tolerance
 
 DIVS = [
     ("forward_kl", {}),

@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import askd_ref
-import askd_ref.reference as ref
-from askd_ref.tolerances import assert_close, tolerance
+import askd_ref.porting.reference as ref
+from askd_ref.porting.tolerances import assert_close, tolerance
 
 F64 = torch.float64
 TOL = tolerance(F64, "value")
@@ -350,7 +350,7 @@ def test_reference_module_does_not_import_torch() -> None:
     import subprocess
     import sys
 
-    code = "import sys, askd_ref.reference; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, askd_ref.porting.reference; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

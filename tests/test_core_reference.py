@@ -1,9 +1,9 @@
 """Every public function of askd_ref against the float64 NumPy reference, over a dtype grid.
 
-The reference (``askd_ref.reference``) is written differently: probability space, mpmath
+The reference (``askd_ref.porting.reference``) is written differently: probability space, mpmath
 coefficients, analytic gradients, Python loops. Inputs are rounded to the dtype under test
 first and the reference is evaluated on exactly those rounded values, so the comparison
-measures the implementation's arithmetic, with the tolerances of ``askd_ref.tolerances``.
+measures the implementation's arithmetic, with the tolerances of ``askd_ref.porting.tolerances``.
 """
 
 import dataclasses
@@ -15,8 +15,8 @@ import pytest
 import torch
 
 import askd_ref
-import askd_ref.reference as ref
-from askd_ref.tolerances import assert_close, tolerance
+import askd_ref.porting.reference as ref
+from askd_ref.porting.tolerances import assert_close, tolerance
 
 DTYPES = [torch.float64, torch.float32, torch.bfloat16]
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from askd_ref.data import (
+from askd_ref.engine.data import (
     BadLinesSkipped,
     Prompt,
     RecordList,

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from askd_ref.data import read_samples
+from askd_ref.engine.data import read_samples
 from askd_ref.toy.demo import check_device, run_demo
 from askd_ref.toy.pipeline import ModelSize, StageMissed, ToySettings
 

@@ -47,7 +47,7 @@ from hypothesis import strategies as st
 
 import askd_ref
 from askd_ref.io import atomic_write_json
-from askd_ref.tolerances import assert_close, tolerance
+from askd_ref.porting.tolerances import assert_close, tolerance
 
 NAN, INF = math.nan, math.inf
 FLOAT_DTYPES = (torch.float64, torch.float32, torch.bfloat16, torch.float16)

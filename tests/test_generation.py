@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 
-from askd_ref.data import Prompt, read_samples
+from askd_ref.engine.data import Prompt, read_samples
 from askd_ref.engine.forward import sequence_logprobs
+from askd_ref.engine.generation import generate, generate_samples
 from askd_ref.engine.tokens import encode_prompt, pad_batch
-from askd_ref.generation import generate, generate_samples
 from askd_ref.toy import ToyTask, build_tokenizer, tiny_llama
 
 
@@ -70,7 +70,7 @@ def test_behaviour_logprob_at_other_temperature_is_the_tempered_distribution(mod
 
 
 def test_top_p_renormalises_over_the_nucleus(tok):
-    from askd_ref.generation import _choose
+    from askd_ref.engine.generation import _choose
 
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
     u = torch.tensor([0.99], dtype=torch.float64)
@@ -135,7 +135,7 @@ def test_bad_sampling_arguments_raise(model, tok, kwargs, match):
 
 def test_generate_samples_records_and_cli(model, tok, tmp_path):
     from askd_ref.cli import main
-    from askd_ref.data import write_samples
+    from askd_ref.engine.data import write_samples
     from askd_ref.toy import Problem
 
     recs = generate_samples(

@@ -4,7 +4,7 @@ The realistic half-precision path is the one a model hands over: logits in bf16 
 log-softmax *in that dtype*, the loss (askd_ref computes half inputs in float32, spec §2), and
 the gradient back through the half-precision log-softmax to the logits. The reference is the
 float64 path from the *same rounded logits*: float64 log-softmax and the NumPy reference
-(``askd_ref.reference``, analytic gradients), chained to the logits by hand:
+(``askd_ref.porting.reference``, analytic gradients), chained to the logits by hand:
 
 * dense terms: the reference's ``grad["student_logits"]``;
 * sequence terms: ∂L/∂ℓ_t from ``grad["student_token_logp"]`` times ∂ℓ_t/∂z = onehot(y_t) − q_t.
@@ -12,7 +12,7 @@ float64 path from the *same rounded logits*: float64 log-softmax and the NumPy r
 What differs is therefore exactly what half precision does to a training step: the rounded
 log-probs (bf16 keeps 8 significant bits, so log p ≈ −12 at vocab 151936 is off by up to 0.03,
 i.e. p by 3 %), the fp32 loss arithmetic, and the rounded gradient of the half log-softmax. The
-tolerances are the ``*_e2e`` rows of :mod:`askd_ref.tolerances`; gradients are compared relative
+tolerances are the ``*_e2e`` rows of :mod:`askd_ref.porting.tolerances`; gradients are compared relative
 to their largest entry (``atol`` is a fraction of max |∂L/∂z|), since most of the 151936 entries
 are ~1/V and an absolute bound would be meaningless across shapes.
 
@@ -29,8 +29,8 @@ import pytest
 import torch
 
 import askd_ref
-import askd_ref.reference as ref
-from askd_ref.tolerances import assert_close, tolerance
+import askd_ref.porting.reference as ref
+from askd_ref.porting.tolerances import assert_close, tolerance
 
 HALF_DTYPES = (torch.bfloat16, torch.float16)
 #: (batch, seq, vocab): a small vocabulary, a medium one, and Qwen2's 151936 with few tokens.

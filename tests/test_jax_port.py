@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from askd_ref import conformance as cf
+from askd_ref.porting import conformance as cf
 
 ROOT = Path(__file__).resolve().parents[1]
 PORT = ROOT / "examples" / "jax_port.py"

@@ -8,9 +8,10 @@ import pytest
 import torch
 from transformers import TrainingArguments
 
+from askd_ref.engine.config import ASKDConfig
 from askd_ref.engine.forward import sequence_logprobs
+from askd_ref.engine.trainer import ASKDTrainer
 from askd_ref.toy import build_tokenizer, tiny_llama
-from askd_ref.trainer import ASKDConfig, ASKDTrainer
 from tests.test_trainer import make_items
 
 pytest.importorskip("tensorboard", reason="tensorboard is not installed (pip install tensorboard)")

@@ -7,8 +7,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, TrainingArguments
 
+from askd_ref.engine.config import ASKDConfig
+from askd_ref.engine.trainer import ASKDTrainer
 from askd_ref.toy import build_tokenizer, tiny_llama
-from askd_ref.trainer import ASKDConfig, ASKDTrainer
 from tests.test_trainer import make_items
 
 peft = pytest.importorskip("peft", reason="peft is not installed (pip install -e '.[peft]')")
@@ -125,7 +126,7 @@ def test_peft_errors_are_named(tok, tmp_path):
     )
     with pytest.raises(ValueError, match="already a PeftModel"):
         _trainer(tok, tmp_path, trainer.model, None)
-    from askd_ref.trainer import _apply_peft, _head
+    from askd_ref.engine.trainer import _apply_peft, _head
 
     wrapped = _apply_peft(copy.deepcopy(student), head, None)
     with pytest.raises(ValueError, match="output projection carries a PEFT adapter"):

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from askd_ref import conformance as cf
 from askd_ref import porting_tables as pt
+from askd_ref.porting import conformance as cf
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "porting.md"
 

@@ -6,7 +6,7 @@ and (b) ``torch.autograd`` gradients of the objective the derivation starts from
 directly in torch. ``test_every_result_is_compared`` fails when a derivation gains a result that
 no test below compares.
 
-Tolerances come from :mod:`askd_ref.tolerances` (float64 row). Lambdified sympy expressions are
+Tolerances come from :mod:`askd_ref.porting.tolerances` (float64 row). Lambdified sympy expressions are
 evaluated in their raw symbolic form, which can subtract terms of size e^{2|Δ|}; the draws keep
 |Δ| ≤ 6 and those comparisons use :data:`SYMPY_TOL`, an override that says so.
 """
@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 
 import askd_ref
 import proofs
+from askd_ref.porting.tolerances import assert_close, override, tolerance
 from askd_ref.sequence import length_corrected_sgo_coefficient
-from askd_ref.tolerances import assert_close, override, tolerance
 
 F64 = torch.float64
 TOL = tolerance("float64", "value")

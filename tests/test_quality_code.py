@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from askd_ref.data import Sample
+from askd_ref.engine.data import Sample
 from askd_ref.quality import QualitySignal, get_signal
 from askd_ref.quality.code import (
     RunOutcome,
@@ -509,7 +509,7 @@ def test_use_namespaces_true_requires_unshare() -> None:
 def test_sandbox_probe_subset(tmp_path: Path) -> None:
     import json
 
-    from askd_ref.quality.sandbox_probe import main
+    from askd_ref.cli.sandbox_probe import main
 
     out = tmp_path / "probe.json"
     rc = main(["--cases", "tcp,write_open,fork_unhooked,env_secret", "--modes", "no-ns", "--out", str(out)])
@@ -523,7 +523,7 @@ def test_sandbox_probe_subset(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_sandbox_probe_full_catalogue(tmp_path: Path) -> None:
-    from askd_ref.quality.sandbox_probe import CASES, run_probe
+    from askd_ref.cli.sandbox_probe import CASES, run_probe
 
     report = run_probe()
     escaped = [r for r in report["rows"] if not r["contained"]]

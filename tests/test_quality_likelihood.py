@@ -10,7 +10,7 @@ import torch
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from askd_ref.data import Sample
+from askd_ref.engine.data import Sample
 from askd_ref.quality import QualitySignal, get_signal
 from askd_ref.quality.likelihood import TeacherLikelihood, likelihood_from_token_logprobs
 

@@ -4,7 +4,7 @@ from fractions import Fraction
 
 import pytest
 
-from askd_ref.data import Sample
+from askd_ref.engine.data import Sample
 from askd_ref.quality import QualitySignal, get_signal
 from askd_ref.quality.math import ExactMatch, answers_match, extract_answer, parse_number, reference_answer
 

@@ -10,7 +10,7 @@ import torch
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForSequenceClassification, PreTrainedTokenizerFast
 
-from askd_ref.data import Sample
+from askd_ref.engine.data import Sample
 from askd_ref.quality import QualitySignal, get_signal
 from askd_ref.quality.reward_model import RewardModelSignal, normalize_in_groups
 

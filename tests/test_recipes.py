@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from askd_ref.data import Prompt, Sample, write_samples
+from askd_ref.engine.data import Prompt, Sample, write_samples
 from askd_ref.engine.run import load_run_config, run_distill
 from askd_ref.toy import build_tokenizer, tiny_llama
 

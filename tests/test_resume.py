@@ -35,7 +35,9 @@ WORKER = textwrap.dedent(
     from askd_ref.io import atomic_write_json
     from askd_ref.quality.math import ExactMatch
     from askd_ref.toy import ToyTask, build_tokenizer, tiny_llama
-    from askd_ref.trainer import ASKDConfig, ASKDTrainer, PromptItem, Response
+    from askd_ref.engine.config import ASKDConfig
+    from askd_ref.engine.items import PromptItem, Response
+    from askd_ref.engine.trainer import ASKDTrainer
 
     out = sys.argv[1]
     tok = build_tokenizer()

@@ -5,7 +5,7 @@ import random
 import pytest
 import torch
 
-from askd_ref.data import Sample
+from askd_ref.engine.data import Sample
 from askd_ref.quality.math import ExactMatch
 from askd_ref.toy import ALPHABET, Problem, ToyTask, build_tokenizer, sft_train, tiny_llama
 from askd_ref.toy.models import problem_batches
@@ -153,7 +153,7 @@ def _digit_credit_by_hand(problem, response):
 def test_digit_credit_against_a_reference_written_differently():
     import random
 
-    from askd_ref.data import Sample
+    from askd_ref.engine.data import Sample
     from askd_ref.quality import get_signal
     from askd_ref.quality.math import ExactMatch
     from askd_ref.toy.quality import digit_credit

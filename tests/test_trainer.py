@@ -9,18 +9,14 @@ import torch
 from transformers import TrainerCallback, TrainingArguments
 
 from askd_ref import METHODS
+from askd_ref.engine.config import ASKDConfig
 from askd_ref.engine.forward import check_same_tokenizer
+from askd_ref.engine.items import PromptItem, Response, prompt_items_from_samples
 from askd_ref.engine.tokens import encode_response
+from askd_ref.engine.trainer import ASKDTrainer
 from askd_ref.options import ASKDOptions
-from askd_ref.tolerances import assert_close, tolerance
+from askd_ref.porting.tolerances import assert_close, tolerance
 from askd_ref.toy import Problem, ToyTask, build_tokenizer, tiny_llama
-from askd_ref.trainer import (
-    ASKDConfig,
-    ASKDTrainer,
-    PromptItem,
-    Response,
-    prompt_items_from_samples,
-)
 
 TOL = tolerance(torch.float32, "grad")
 
@@ -271,7 +267,7 @@ def test_teacher_is_frozen_in_eval_mode(tok, teacher, student, tmp_path):
 
 def test_samples_are_independent_of_their_batch_mates(tok, teacher, student):
     """Prompt and padding positions are masked: a padded batch's loss is the sum of per-row losses."""
-    import askd_ref.trainer as tr
+    import askd_ref.engine.trainer as tr
 
     args = TrainingArguments(output_dir="unused", report_to=[], use_cpu=True)
     items = make_items(tok, n=2)
@@ -363,8 +359,8 @@ def test_offline_regime_needs_behaviour_logprobs(tok, teacher, student, tmp_path
 
 
 def test_offline_sgos_from_sample_files(tok, teacher, student, tmp_path):
-    from askd_ref.data import Prompt
-    from askd_ref.generation import generate_samples
+    from askd_ref.engine.data import Prompt
+    from askd_ref.engine.generation import generate_samples
 
     problems = [Problem(a, 7) for a in (3, 14, 59, 26)]
     prompts = [Prompt(p.prompt, reference=p.reference) for p in problems]

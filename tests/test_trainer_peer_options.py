@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from askd_ref.baselines import distillm2_gradual_beta
+from askd_ref.engine.config import ASKDConfig
 from askd_ref.toy import build_tokenizer, tiny_llama
-from askd_ref.trainer import ASKDConfig
 from tests.test_trainer import assert_grads_close, make_items, train
 
 

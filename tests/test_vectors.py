@@ -4,7 +4,7 @@
 * the file is canonical (``dumps`` of its parse is the file itself), small, and versioned;
 * it covers every spec §10 function, the §9 option combinations and the endpoints;
 * its coefficient and divergence values/gradients agree with 40-digit mpmath evaluations of the
-  spec formulas (independent of both torch and ``askd_ref.reference``), and its loss cases agree
+  spec formulas (independent of both torch and ``askd_ref.porting.reference``), and its loss cases agree
   with each other where the spec says they must (gradient accumulation, the DistiLLM-2
   equivalence of §4).
 """
@@ -21,9 +21,17 @@ import numpy as np
 import pytest
 
 from askd_ref import cli
-from askd_ref import vectors as gv
-from askd_ref.conformance import FORMAT, FUNCTIONS, SCHEMA_VERSION, BatchSpec, OptionsSpec, decode, encode
-from askd_ref.tolerances import override, tolerance
+from askd_ref.porting import vectors as gv
+from askd_ref.porting.conformance import (
+    FORMAT,
+    FUNCTIONS,
+    SCHEMA_VERSION,
+    BatchSpec,
+    OptionsSpec,
+    decode,
+    encode,
+)
+from askd_ref.porting.tolerances import override, tolerance
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "vectors" / "askd-v1.json"

@@ -384,7 +384,7 @@ def check_liger_value(x: Inputs, liger_loss: Tensor) -> float:
     that askd-ref's does not.
     """
     from askd_ref.chunked import chunked_loss
-    from askd_ref.tolerances import assert_close, tolerance
+    from askd_ref.porting.tolerances import assert_close, tolerance
 
     shape = (x.rows, x.cfg.seq_len, x.cfg.hidden)
     with torch.no_grad():

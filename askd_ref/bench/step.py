@@ -1,4 +1,4 @@
-"""The step benchmark: where the time of one :class:`~askd_ref.trainer.ASKDTrainer` step goes.
+"""The step benchmark: where the time of one :class:`~askd_ref.engine.trainer.ASKDTrainer` step goes.
 
 A step of the on-policy trainer is split into phases, timed from outside the trainer:
 
@@ -16,7 +16,7 @@ A step of the on-policy trainer is split into phases, timed from outside the tra
 
 The instrumentation (:class:`StepTimer`) only reads the clock around calls: it wraps two trainer
 methods and ``accelerator.backward`` on the trainer *instance*, patches the module attributes
-``askd_ref.chunked.chunked_loss`` and ``askd_ref.trainer.compute_loss`` with timing wrappers
+``askd_ref.chunked.chunked_loss`` and ``askd_ref.engine.trainer.compute_loss`` with timing wrappers
 that call the originals with the same arguments, and adds forward hooks that return nothing, so
 the trainer computes exactly what it computes without it (``tests/test_bench_step.py`` checks the
 trained parameters are bit-identical). On CUDA every clock read is preceded by
@@ -28,7 +28,7 @@ hidden 896, 24 layers, 14 heads, 2 KV heads, intermediate 4864, vocabulary 15193
 embeddings; a synthetic word-level tokenizer of that vocabulary size, so the output projection
 and the loss run over the full 151936 rows). No weights are downloaded.
 
-:func:`generation_throughput` compares askd-ref's sampler (:func:`askd_ref.generation.generate`,
+:func:`generation_throughput` compares askd-ref's sampler (:func:`askd_ref.engine.generation.generate`,
 which also returns the behaviour log-probability log μ the off-policy estimators need) with
 ``model.generate`` at the same temperature, top-p and length.
 """
@@ -90,7 +90,7 @@ QWEN05_SHAPE: dict[str, Any] = {
 
 
 class StepTimer(TrainerCallback):
-    """Per-step phase times of an :class:`~askd_ref.trainer.ASKDTrainer` (see the module docstring).
+    """Per-step phase times of an :class:`~askd_ref.engine.trainer.ASKDTrainer` (see the module docstring).
 
     Use as a context manager around ``trainer.train()`` after :meth:`attach`; ``steps`` then holds
     one ``{phase: seconds}`` dict per optimizer step, with ``total`` and ``other``.
@@ -139,9 +139,9 @@ class StepTimer(TrainerCallback):
         self._undo.extend(h.remove for h in handles)
 
     def attach(self, trainer: Any, teacher: torch.nn.Module | None, student: torch.nn.Module) -> "StepTimer":
-        """Instrument ``trainer`` (an :class:`~askd_ref.trainer.ASKDTrainer`) and its two models."""
+        """Instrument ``trainer`` (an :class:`~askd_ref.engine.trainer.ASKDTrainer`) and its two models."""
         import askd_ref.chunked
-        import askd_ref.trainer
+        import askd_ref.engine.trainer
 
         def undo_attr(obj: Any, name: str) -> Callable[[], None]:
             return lambda: delattr(obj, name)
@@ -155,7 +155,7 @@ class StepTimer(TrainerCallback):
         accelerator = trainer.accelerator
         accelerator.backward = self._timed("backward", accelerator.backward)
         self._undo.append(undo_attr(accelerator, "backward"))
-        for module, attr in ((askd_ref.chunked, "chunked_loss"), (askd_ref.trainer, "compute_loss")):
+        for module, attr in ((askd_ref.chunked, "chunked_loss"), (askd_ref.engine.trainer, "compute_loss")):
             original = getattr(module, attr)
             setattr(module, attr, self._timed("loss", original))
             self._undo.append(undo_set(module, attr, original))
@@ -283,8 +283,8 @@ def build_models(name: str, *, layers: int | None = None) -> tuple[Any, Any, Any
 
 
 def _items(n: int, seed: int = 7) -> list[Any]:
+    from askd_ref.engine.items import PromptItem, Response
     from askd_ref.toy import ToyTask
-    from askd_ref.trainer import PromptItem, Response
 
     _, problems = ToyTask().split(seed=seed, n_eval=n)
     return [
@@ -311,8 +311,9 @@ class StepSettings:
 def make_trainer(
     tok: Any, teacher: Any, student: Any, settings: StepSettings, out_dir: Path, device: str, *, steps: int
 ) -> Any:
-    """An on-policy :class:`~askd_ref.trainer.ASKDTrainer` for ``steps`` optimizer steps (SGD)."""
-    from askd_ref.trainer import ASKDConfig, ASKDTrainer
+    """An on-policy :class:`~askd_ref.engine.trainer.ASKDTrainer` for ``steps`` optimizer steps (SGD)."""
+    from askd_ref.engine.config import ASKDConfig
+    from askd_ref.engine.trainer import ASKDTrainer
 
     cfg = ASKDConfig(
         method=settings.method,
@@ -425,13 +426,14 @@ def generation_throughput(
     max_new_tokens: int = 16,
     repeats: int = 3,
 ) -> dict[str, Any]:
-    """Generated tokens per second: askd-ref's :func:`~askd_ref.generation.generate` vs ``model.generate``.
+    """Generated tokens per second: askd-ref's
+    :func:`~askd_ref.engine.generation.generate` vs ``model.generate``.
 
     Both sample ``n`` responses per prompt at the same temperature, top-p (top-k off) and
     length, in one batch; one untimed warm-up call each, then ``repeats`` alternating timed
     calls; the median rate is reported.
     """
-    from askd_ref.generation import generate
+    from askd_ref.engine.generation import generate
 
     def ours() -> int:
         gens = generate(

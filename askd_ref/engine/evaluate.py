@@ -5,8 +5,8 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from askd_ref.data import Prompt, Sample
-from askd_ref.generation import generate
+from askd_ref.engine.data import Prompt, Sample
+from askd_ref.engine.generation import generate
 from askd_ref.quality import QualitySignal, validate_scores
 
 __all__ = ["EvalResult", "evaluate_model", "evaluate_model_sharded"]

@@ -49,7 +49,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, TypeVar, get_type_hints
 
-from askd_ref.commands._errors import RunInterrupted, UsageError
+from askd_ref.cli.commands._errors import RunInterrupted, UsageError
 from askd_ref.engine.paths import check_model_path, last_checkpoint, resolve_model_path
 from askd_ref.options import ASKDOptions
 
@@ -191,7 +191,7 @@ class DistillRunConfig:
     train_files: tuple[str, ...]
     training: Mapping[str, Any]
     askd: Any
-    """The :class:`askd_ref.trainer.ASKDConfig`."""
+    """The :class:`askd_ref.engine.config.ASKDConfig`."""
     tokenizer: str | None = None
     eval_file: str | None = None
     skip_bad_lines: bool = False
@@ -229,7 +229,7 @@ def load_run_config(path: str | os.PathLike[str]) -> DistillRunConfig:
     file's directory (hub ids ``org/name`` are kept). The structure (key names, with the closest
     valid name for a typo; types; model directories that do not exist) is checked before any
     heavy import, so a wrong file is reported in well under a second. Errors are
-    :class:`~askd_ref.commands._errors.UsageError` naming the file and the key.
+    :class:`~askd_ref.cli.commands._errors.UsageError` naming the file and the key.
     """
     where = os.fspath(path)
     raw = _read_yaml(where)
@@ -331,8 +331,8 @@ def _check_top_values(raw: _RunFile, where: str) -> None:
 
 
 def _askd_config(raw: _RunFile, sections: tuple[_SgoSection, _LossSection], where: str) -> Any:
-    """The :class:`~askd_ref.trainer.ASKDConfig` of the run file (errors name the file)."""
-    from askd_ref.trainer import ASKDConfig  # the heavy import, after the structural checks
+    """The :class:`~askd_ref.engine.config.ASKDConfig` of the run file (errors name the file)."""
+    from askd_ref.engine.config import ASKDConfig  # imports torch: after the structural checks
 
     try:
         askd_fields: dict[str, Any] = {
@@ -398,7 +398,7 @@ def run_distill(
     announce: bool = False,
     callbacks: Sequence[Any] = (),
 ) -> dict[str, Any]:
-    """Load models and data, train with :class:`~askd_ref.trainer.ASKDTrainer`, save, evaluate.
+    """Load models and data, train with :class:`~askd_ref.engine.trainer.ASKDTrainer`, save, evaluate.
 
     Under ``accelerate launch`` every process runs this: the train loss in the returned metrics
     (and ``metrics.json``, written by the main process) is the all-reduced one, the evaluation is
@@ -409,7 +409,7 @@ def run_distill(
     earlier run is refused unless ``resume`` (continue from the last complete checkpoint, or
     from the one given; the one used is printed) or ``overwrite`` (delete them first) is set.
     The first Ctrl-C (SIGINT) lets the current step finish, saves a checkpoint and raises
-    :class:`~askd_ref.commands._errors.RunInterrupted` carrying the exact resume command; a
+    :class:`~askd_ref.cli.commands._errors.RunInterrupted` carrying the exact resume command; a
     second one aborts at once. ``callbacks`` are extra ``TrainerCallback``s.
     """
     output_dir = str(config.training["output_dir"])
@@ -419,8 +419,8 @@ def run_distill(
         if file is not None and not os.path.isfile(file):
             raise UsageError(f"{key} file {file!r} does not exist")
     from askd_ref.engine.loading import load_causal_lm
+    from askd_ref.engine.trainer import ASKDTrainer
     from askd_ref.io import atomic_write_json
-    from askd_ref.trainer import ASKDTrainer
 
     device = _check_device(config)
     tokenizer = _load_run_tokenizer(config)
@@ -501,9 +501,9 @@ def _load_run_tokenizer(config: DistillRunConfig) -> Any:
 
 def _load_items(config: DistillRunConfig, tokenizer: Any) -> list[Any]:
     """The training prompts with their samples (chat records rendered with the template)."""
-    from askd_ref.data import read_samples
+    from askd_ref.engine.data import read_samples
+    from askd_ref.engine.items import prompt_items_from_samples
     from askd_ref.engine.tokens import render_chat_prompts
-    from askd_ref.trainer import prompt_items_from_samples
 
     samples: list[Any] = []
     for path in config.train_files:
@@ -551,7 +551,7 @@ def _evaluate(config: DistillRunConfig, trainer: Any, tokenizer: Any, progress: 
     """Accuracy on the ``data.eval`` prompts, split across the processes and gathered."""
     from accelerate.utils import gather_object
 
-    from askd_ref.data import read_prompts
+    from askd_ref.engine.data import read_prompts
     from askd_ref.engine.evaluate import evaluate_model_sharded
     from askd_ref.quality import get_signal, is_teacher_likelihood
 

@@ -5,7 +5,7 @@ prompt is tokenised *with* the tokenizer's special tokens (e.g. BOS) — unless 
 starts with the BOS token, as a chat template renders it, so BOS is never doubled — the response
 *without*, and the two id lists are concatenated; a complete response ends with the EOS token, which is a
 response token (the student learns when to stop). Responses produced by
-:func:`askd_ref.generation.generate` keep their exact token ids, so a re-tokenisation never
+:func:`askd_ref.engine.generation.generate` keep their exact token ids, so a re-tokenisation never
 changes what was sampled (the behaviour log-prob of E13 refers to those ids).
 """
 
@@ -59,9 +59,9 @@ def render_chat_prompts(samples: Sequence[Any], tokenizer: Any) -> list[Any]:
 
     Each such sample's prompt becomes :func:`render_chat_prompt` of its messages before the final
     assistant message; other samples are returned unchanged. ``samples``:
-    :class:`askd_ref.data.Sample` records.
+    :class:`askd_ref.engine.data.Sample` records.
     """
-    from askd_ref.data import check_messages
+    from askd_ref.engine.data import check_messages
 
     out: list[Any] = []
     for s in samples:

@@ -10,7 +10,7 @@ import math as _math
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from askd_ref.data import Sample
+from askd_ref.engine.data import Sample
 
 __all__ = ["SIGNAL_NAMES", "QualitySignal", "get_signal", "is_teacher_likelihood", "validate_scores"]
 

@@ -71,7 +71,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from askd_ref.data import Sample
+from askd_ref.engine.data import Sample
 from askd_ref.quality import validate_scores
 
 __all__ = [

@@ -22,7 +22,7 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from askd_ref.data import Sample
+from askd_ref.engine.data import Sample
 from askd_ref.quality import validate_scores
 from askd_ref.sequence import token_log_probs
 

@@ -30,7 +30,7 @@ import re
 from collections.abc import Sequence
 from fractions import Fraction
 
-from askd_ref.data import Sample
+from askd_ref.engine.data import Sample
 from askd_ref.quality import validate_scores
 
 __all__ = ["ExactMatch", "answers_match", "extract_answer", "parse_number"]

@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 import torch
 
-from askd_ref.data import Sample
+from askd_ref.engine.data import Sample
 from askd_ref.quality import validate_scores
 
 __all__ = ["RewardModelSignal", "normalize_in_groups"]

@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from askd_ref.data import Sample, write_samples
+from askd_ref.engine.data import Sample, write_samples
 from askd_ref.io import atomic_open, atomic_write_json
 from askd_ref.toy.pipeline import (
     DistillResult,

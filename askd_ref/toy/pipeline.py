@@ -29,16 +29,19 @@ from typing import Any
 
 import torch
 
-from askd_ref.data import Prompt
+from askd_ref.engine.config import ASKDConfig
+from askd_ref.engine.data import Prompt
 from askd_ref.engine.evaluate import EvalResult, evaluate_model
-from askd_ref.generation import generate
+from askd_ref.engine.generation import generate
+from askd_ref.engine.items import PromptItem, Response
+from askd_ref.engine.trainer import ASKDTrainer
+from askd_ref.methods import METHOD_NEEDS
 from askd_ref.options import ASKDOptions
 from askd_ref.quality import QualitySignal, get_signal
 from askd_ref.quality.math import ExactMatch
 from askd_ref.toy.models import Check, problem_batches, sft_train, tiny_llama
 from askd_ref.toy.task import CarryFlaw, Problem, ProblemPool, ToyTask
 from askd_ref.toy.tokenizer import build_tokenizer
-from askd_ref.trainer import METHOD_NEEDS, ASKDConfig, ASKDTrainer, PromptItem, Response
 
 __all__ = [
     "PRESETS",

@@ -10,7 +10,7 @@ wrong column gets most of the credit and r takes ``2·(width + 1) + 2`` distinct
 import re
 from collections.abc import Sequence
 
-from askd_ref.data import Sample
+from askd_ref.engine.data import Sample
 from askd_ref.quality import validate_scores
 
 __all__ = ["DigitCredit", "digit_credit"]

@@ -30,7 +30,7 @@ import dataclasses
 import random
 from collections.abc import Iterator, Sequence
 
-from askd_ref.data import Prompt, Sample, Source
+from askd_ref.engine.data import Prompt, Sample, Source
 
 __all__ = ["CarryFlaw", "Problem", "ToyTask"]
 

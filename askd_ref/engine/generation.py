@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from askd_ref.data import Prompt, Sample
+from askd_ref.engine.data import Prompt, Sample
 from askd_ref.engine.forward import shared_vocab_size
 from askd_ref.engine.tokens import encode_prompt
 
@@ -324,7 +324,7 @@ def generate_samples(
     source: Literal["teacher", "student"],
     **sampling: Any,
 ) -> list[Sample]:
-    """:func:`generate` for prompt records, returning spec §8 :class:`~askd_ref.data.Sample` records.
+    """:func:`generate` for prompt records, returning spec §8 :class:`~askd_ref.engine.data.Sample` records.
 
     Each sample carries the prompt's reference/tests/extra fields, ``behaviour_logprob`` (None
     for greedy decoding), and in ``extra`` the exact ``response_ids`` (list of ints, EOS

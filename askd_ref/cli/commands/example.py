@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from askd_ref.commands._errors import UsageError
+from askd_ref.cli.commands._errors import UsageError
 
 __all__ = ["register", "write_example"]
 

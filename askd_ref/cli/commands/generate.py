@@ -2,14 +2,14 @@
 
 Each output line is a spec §8 sample record with ``behaviour_logprob`` (Σ_t log μ(y_t|c_t) under
 the sampler actually used, for E13) and, in its extra fields, the exact ``response_ids`` and
-``finished`` (see :func:`askd_ref.generation.generate_samples`). With ``--quality`` each sample is
+``finished`` (see :func:`askd_ref.engine.generation.generate_samples`). With ``--quality`` each sample is
 scored and its ``quality`` written.
 """
 
 import argparse
 from typing import Any
 
-from askd_ref.commands._model_io import add_model_arguments, load_prompts_and_model
+from askd_ref.cli.commands._model_io import add_model_arguments, load_prompts_and_model
 
 __all__ = ["register"]
 
@@ -31,8 +31,8 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from askd_ref.data import write_samples
-    from askd_ref.generation import generate_samples
+    from askd_ref.engine.data import write_samples
+    from askd_ref.engine.generation import generate_samples
 
     prompts, tokenizer, model = load_prompts_and_model(args)
     samples = generate_samples(

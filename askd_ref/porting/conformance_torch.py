@@ -1,8 +1,8 @@
 """The torch implementation of askd-ref behind the conformance protocol (NumPy in, NumPy out).
 
 ``python -m askd_ref.conformance --impl askd_ref.conformance_torch`` checks :mod:`askd_ref`
-itself against the golden vectors; :mod:`askd_ref.vectors` computes the golden vectors through
-this same adapter. The protocol is defined in :mod:`askd_ref.conformance`; in short:
+itself against the golden vectors; :mod:`askd_ref.porting.vectors` computes the golden vectors through
+this same adapter. The protocol is defined in :mod:`askd_ref.porting.conformance`; in short:
 
 * every spec §10 name is a module-level function taking NumPy arrays, Python floats, strings,
   ``ASKDOptions`` and ``DistillBatch`` objects, and returning NumPy arrays (losses: an object

@@ -1,6 +1,6 @@
 """``askd bench``: the benchmark command group.
 
-Each benchmark is a module ``askd_ref.commands.bench_<name>`` exposing ``register(subparsers)``,
+Each benchmark is a module ``askd_ref.cli.commands.bench_<name>`` exposing ``register(subparsers)``,
 which adds ``askd bench <name>``::
 
     askd bench loss --out runs/bench --quick     # loss speed and memory against peers
@@ -25,4 +25,4 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     )
     sub = parser.add_subparsers(dest="bench_command", required=True, metavar="BENCHMARK")
     for name in BENCH_MODULES:
-        importlib.import_module(f"askd_ref.commands.{name}").register(sub)
+        importlib.import_module(f"askd_ref.cli.commands.{name}").register(sub)

@@ -3,7 +3,7 @@
 import argparse
 from typing import Any
 
-from askd_ref.commands._model_io import add_model_arguments, load_prompts_and_model
+from askd_ref.cli.commands._model_io import add_model_arguments, load_prompts_and_model
 
 __all__ = ["register"]
 

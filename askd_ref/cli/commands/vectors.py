@@ -59,8 +59,8 @@ def run(args: argparse.Namespace) -> int:
     if args.out is None and args.check is None:
         print("askd vectors: give --out FILE and/or --check FILE", file=sys.stderr)
         return 2
-    from askd_ref import vectors as gv
-    from askd_ref.tolerances import override, tolerance
+    from askd_ref.porting import vectors as gv
+    from askd_ref.porting.tolerances import override, tolerance
 
     expected: dict[str, Any] | None = None
     if args.check is not None:
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as exc:
             print(f"askd vectors: cannot read {args.check}: {exc}", file=sys.stderr)
             return 2
-    from askd_ref.conformance import SCHEMA_VERSION, SCHEMA_VERSIONS
+    from askd_ref.porting.conformance import SCHEMA_VERSION, SCHEMA_VERSIONS
 
     version = args.version
     if version is None:

@@ -4,7 +4,7 @@ import argparse
 import os
 from typing import Any
 
-from askd_ref.commands._errors import UsageError
+from askd_ref.cli.commands._errors import UsageError
 
 __all__ = ["add_model_arguments", "check_model_arguments", "load_prompts_and_model"]
 
@@ -32,7 +32,7 @@ def load_prompts_and_model(args: argparse.Namespace) -> tuple[Any, Any, Any]:
 
     Raises ``ValueError`` naming the file when it holds no prompts.
     """
-    from askd_ref.data import read_prompts
+    from askd_ref.engine.data import read_prompts
     from askd_ref.engine.loading import load_causal_lm, load_tokenizer
 
     check_model_arguments(args)

@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the benchmark, print the table and the acceptance checks."""
     import importlib.util
 
-    from askd_ref.commands._errors import UsageError, missing_extra
+    from askd_ref.cli.commands._errors import UsageError, missing_extra
 
     if importlib.util.find_spec("trl") is None:  # TRL's GKD loss is one of the compared rows
         raise missing_extra(ModuleNotFoundError("No module named 'trl'", name="trl"), "askd bench loss")

@@ -3,8 +3,8 @@
 The cases are built here (deterministic inputs, fixed seeds, no NumPy RNG stream involved:
 random numbers come from :class:`random.Random`, whose ``random()`` sequence Python keeps
 stable across versions) and evaluated with the torch implementation in float64 through
-:mod:`askd_ref.conformance_torch`: values by calling the functions, gradients by autograd.
-The file format is ``vectors/SCHEMA.md``; :mod:`askd_ref.conformance` reads it with NumPy only.
+:mod:`askd_ref.porting.conformance_torch`: values by calling the functions, gradients by autograd.
+The file format is ``vectors/SCHEMA.md``; :mod:`askd_ref.porting.conformance` reads it with NumPy only.
 
 Every case carries ``tags`` (``ordinary``, ``endpoint``, ``options``, ``masked``, ``neg_inf``,
 ``large_delta``, ``off_policy``, ``accumulation``, ``broadcast``, ``kink``) and a ``note`` when it
@@ -30,8 +30,10 @@ from typing import Any
 
 import numpy as np
 
-from askd_ref import conformance_torch as ct
-from askd_ref.conformance import (
+from askd_ref.io import atomic_write_text
+from askd_ref.options import ASKDOptions
+from askd_ref.porting import conformance_torch as ct
+from askd_ref.porting.conformance import (
     FORMAT,
     FUNCTIONS,
     SCHEMA_VERSION,
@@ -40,9 +42,7 @@ from askd_ref.conformance import (
     OptionsSpec,
     encode,
 )
-from askd_ref.io import atomic_write_text
-from askd_ref.options import ASKDOptions
-from askd_ref.tolerances import Tolerance, tolerance
+from askd_ref.porting.tolerances import Tolerance, tolerance
 
 __all__ = [
     "CaseSpec",

@@ -4,7 +4,7 @@ Comparisons are ``|actual − expected| ≤ atol + rtol·|expected|``, elementwi
 what the comparison is between and why the numbers are what they are. A test that needs
 something else must use :func:`override` and give its reason, so every exception is visible.
 
-* ``float64``: implementation vs the float64 NumPy reference (``askd_ref.reference``) on the
+* ``float64``: implementation vs the float64 NumPy reference (``askd_ref.porting.reference``) on the
   same inputs. Both are exact formulas evaluated in double precision, written differently;
   1e-10 relative is the bar of the core issue, 1e-12 absolute absorbs values near 0.
 * ``float32``: float32 implementation vs the float64 reference evaluated on the float32

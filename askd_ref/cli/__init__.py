@@ -1,8 +1,8 @@
-"""The ``askd`` command line: one subcommand per module in :mod:`askd_ref.commands`.
+"""The ``askd`` command line: one subcommand per module in :mod:`askd_ref.cli.commands`.
 
 Each command module exposes ``register(subparsers)``, which adds its parser and sets
 ``func`` (a callable taking the parsed namespace and returning an exit code). Every command
-shares one error path (:mod:`askd_ref.commands._errors`): a one-line message naming the problem
+shares one error path (:mod:`askd_ref.cli.commands._errors`): a one-line message naming the problem
 and the fix, exit code 2 for usage errors and 1 for run-time ones, and the traceback only with
 ``--debug``.
 """
@@ -10,10 +10,9 @@ and the fix, exit code 2 for usage errors and 1 for run-time ones, and the trace
 import argparse
 import importlib
 import re
-import sys
 from collections.abc import Sequence
 
-from askd_ref.commands._errors import report
+from askd_ref.cli.commands._errors import report
 
 #: Command modules, in the order ``askd --help`` lists them.
 COMMAND_MODULES: tuple[str, ...] = ("example", "vectors", "demo", "distill", "generate", "eval", "bench")
@@ -97,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
-        importlib.import_module(f"askd_ref.commands.{name}").register(sub)
+        importlib.import_module(f"askd_ref.cli.commands.{name}").register(sub)
     _add_debug(parser)
     _polish(parser)
     return parser
@@ -121,6 +120,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return report(err, _command_name(args), debug=debug)
     return code
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,7 @@
 """``askd bench quality``: every method on the toy task over seeds, paired tests, option sweep.
 
-Registered into the ``askd bench`` group by :mod:`askd_ref.commands.bench` (``register`` takes
-the group's sub-parsers). See :mod:`askd_ref.toy.bench` for the protocol.
+Registered into the ``askd bench`` group by :mod:`askd_ref.cli.commands.bench` (``register`` takes
+the group's sub-parsers). See :mod:`askd_ref.bench.quality` for the protocol.
 """
 
 import argparse
@@ -57,8 +57,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
     import transformers
 
+    from askd_ref.bench.quality import BENCH_SETTINGS, SWEEPS, run_bench
     from askd_ref.methods import METHODS
-    from askd_ref.toy.bench import BENCH_SETTINGS, SWEEPS, run_bench
     from askd_ref.toy.demo import check_device
     from askd_ref.toy.pipeline import StageMissed
 

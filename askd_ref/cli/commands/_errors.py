@@ -61,7 +61,7 @@ def report(err: BaseException, command: str, *, debug: bool) -> int:
         err = missing_extra(err, prefix)
     text = str(err).strip()
     message = text.splitlines()[0] if text else type(err).__name__
-    python_hint = "(pass skip_bad_lines=True to skip bad lines)"  # askd_ref.data speaks to Python callers
+    python_hint = "(pass skip_bad_lines=True to skip bad lines)"  # engine.data speaks to Python callers
     if python_hint in message:
         fix = "data.skip_bad_lines: true in the run file" if command == "distill" else "--skip-bad-lines"
         message = message.replace(python_hint, f"(use {fix} to skip bad lines)")
