@@ -926,7 +926,7 @@ def chunked_loss(
 ) -> LossOutput:
     r"""Any method of :func:`~askd_ref.compute_loss`, from hidden states, chunk by chunk.
 
-    Equal in value and gradient (within :mod:`askd_ref.tolerances`) to
+    Equal in value and gradient (within :mod:`askd_ref.porting.tolerances`) to
     ``compute_loss(method, DistillBatch(...))`` with full log-probs
     ``log_softmax(hidden @ weightᵀ + bias)``, but never materialises (tokens × vocab) logits for
     the whole batch: the peak extra memory is two ``(chunk_size, vocab)`` buffers, two

@@ -377,7 +377,7 @@ def _import_all() -> None:
 def check_liger_value(x: Inputs, liger_loss: Tensor) -> float:
     """Raise unless ``liger_loss`` equals ``chunked_loss("gkd")`` on ``x``; returns |difference|.
 
-    Tolerance (:mod:`askd_ref.tolerances`): float32 inputs, the float32 value tolerance;
+    Tolerance (:mod:`askd_ref.porting.tolerances`): float32 inputs, the float32 value tolerance;
     bfloat16 inputs, the bf16 end-to-end one (``value_e2e``): Liger projects and takes the
     log-softmax in the inputs' dtype, askd-ref projects in float32, so in bf16 Liger's loss
     carries bf16 log-softmax rounding (measured on CPU at 64 tokens × vocab 97: 2.3 % relative)

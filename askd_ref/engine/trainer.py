@@ -175,7 +175,7 @@ class ASKDTrainer(Trainer):
             self.teacher.eval()
             self.teacher.requires_grad_(False)
         self.quality_signal = quality_signal if quality_signal is not None else self._build_signal()
-        if needs.quality and self.quality_signal is None and config.quality != "teacher_likelihood":
+        if needs.quality and self.quality_signal is None and not is_teacher_likelihood(config.quality):
             missing = [
                 it.index for it in dataset.items for r in (*it.tgos, *it.sgos) if r.quality is None
             ] or ([0] if config.sgo_regime in ("on_policy", "batched") else [])
