@@ -49,7 +49,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, TypeVar, get_type_hints
 
-from askd_ref.cli.commands._errors import RunInterrupted, UsageError
+from askd_ref.cli.commands._errors import RunInterrupted, UsageError, launch_rank
 from askd_ref.engine.paths import check_model_path, last_checkpoint, resolve_model_path
 from askd_ref.options import ASKDOptions
 
@@ -508,7 +508,7 @@ def _load_items(config: DistillRunConfig, tokenizer: Any) -> list[Any]:
     samples: list[Any] = []
     for path in config.train_files:
         part = read_samples(path, skip_bad_lines=config.skip_bad_lines)
-        if config.skip_bad_lines and part.num_skipped and _launch_rank() == 0:
+        if config.skip_bad_lines and part.num_skipped and launch_rank() == 0:
             print(part.skipped_report())
         samples.extend(part)
     items = prompt_items_from_samples(render_chat_prompts(samples, tokenizer))  # chat records: template
@@ -593,7 +593,7 @@ def _check_output_dir(
     """Refuse to overwrite an earlier run's work; resolve ``resume`` to the checkpoint folder used."""
     if resume and overwrite:
         raise UsageError("--resume and --overwrite contradict each other; choose one")
-    main = _launch_rank() == 0
+    main = launch_rank() == 0
     if not resume:
         found = _existing_work(output_dir)
         if found and not overwrite:
@@ -635,19 +635,22 @@ class _InterruptState:
         self.stopped_at: int | None = None
         self.first_at = 0.0
 
-    def on_sigint(self) -> None:
-        """First SIGINT: request a stop. Second: ``KeyboardInterrupt`` (abort at once).
+    def on_sigint(self) -> bool:
+        """First SIGINT: request a stop (returns ``True``). Second: ``KeyboardInterrupt`` (abort
+        at once).
 
         Under a launcher (``WORLD_SIZE`` set) a second SIGINT within ``LAUNCHER_DUPLICATE_S``
-        of the first is the launcher's forwarded copy of the same Ctrl-C and is ignored.
+        of the first is the launcher's forwarded copy of the same Ctrl-C and is ignored
+        (returns ``False``).
         """
         now = time.monotonic()
         if self.requested:
             if "WORLD_SIZE" in os.environ and now - self.first_at < LAUNCHER_DUPLICATE_S:
-                return
+                return False
             raise KeyboardInterrupt
         self.requested = True
         self.first_at = now
+        return True
 
     @contextlib.contextmanager
     def catching_sigint(self) -> Iterator[None]:
@@ -657,11 +660,7 @@ class _InterruptState:
             return
 
         def handler(signum: int, frame: Any) -> None:
-            already = self.requested
-            self.on_sigint()
-            if already:
-                return
-            if _launch_rank() == 0:
+            if self.on_sigint() and launch_rank() == 0:
                 note = (
                     "stopping after this step and saving a checkpoint (Ctrl-C again to abort without saving)"
                 )
@@ -708,11 +707,6 @@ def _stop_callback(trainer: Any, interrupt: _InterruptState) -> Any:
             return control
 
     return StopOnInterrupt()
-
-
-def _launch_rank() -> int:
-    """This process's rank as set by ``accelerate launch``/``torchrun`` (0 when run directly)."""
-    return int(os.environ.get("RANK", "0") or 0)
 
 
 def end_distributed(trainer: Any = None) -> None:

@@ -16,7 +16,12 @@ import os
 import sys
 import traceback
 
-__all__ = ["MissingExtraError", "RunInterrupted", "UsageError", "missing_extra", "report"]
+__all__ = ["MissingExtraError", "RunInterrupted", "UsageError", "launch_rank", "missing_extra", "report"]
+
+def launch_rank() -> int:
+    """This process's rank as set by ``accelerate launch``/``torchrun`` (0 when run directly)."""
+    return int(os.environ.get("RANK", "0") or 0)
+
 
 #: Optional dependencies → the ``pip install`` extra that provides them.
 EXTRAS: dict[str, str] = {"trl": "bench"}
@@ -52,7 +57,7 @@ def report(err: BaseException, command: str, *, debug: bool) -> int:
         traceback.print_exception(err)
     prefix = f"askd {command}" if command else "askd"
     if isinstance(err, KeyboardInterrupt):
-        if isinstance(err, RunInterrupted) and os.environ.get("RANK", "0") not in ("", "0"):
+        if isinstance(err, RunInterrupted) and launch_rank() != 0:
             return 130  # every rank stopped after the same step; the main process says so once
         detail = f": {err}" if str(err) else " (nothing saved since the last checkpoint)"
         print(f"{prefix}: interrupted{detail}", file=sys.stderr)
