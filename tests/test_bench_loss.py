@@ -97,6 +97,22 @@ def test_chunked_and_full_askd_rows_compute_the_same_loss() -> None:
     assert_close(a.hs.grad, b.hs.grad, tolerance(torch.float32, "grad"), what="hidden gradient")
 
 
+def test_blocked_floor_makes_the_same_projections_as_one_block() -> None:
+    """The floor in token blocks (how it fits memory at 16384 tokens) gives the gradients of one block."""
+    cfg = bench.BenchConfig(tokens=64, vocab=97, hidden=8, seq_len=16)
+    whole, blocked = bench.make_inputs(cfg), bench.make_inputs(cfg)
+    bench._floor(whole, block=64)
+    bench._floor(blocked, block=24)  # 24 + 24 + 16: a ragged last block
+    for name in ("hs", "ws"):
+        g_whole, g_blocked = getattr(whole, name).grad, getattr(blocked, name).grad
+        assert g_whole is not None
+        assert g_blocked is not None
+        assert_close(g_blocked, g_whole, tolerance(torch.float32, "grad"), what=f"floor ∂/∂{name}")
+    assert whole.hs.grad is not None
+    expected = (whole.ht @ whole.wt.T) @ whole.ws.detach()  # ∂/∂hs of Σ (hs·wsᵀ) ⊙ (ht·wtᵀ)
+    assert_close(whole.hs.grad, expected, tolerance(torch.float32, "grad"), what="floor ∂/∂hs by hand")
+
+
 def test_worker_reports_every_pass_and_the_peak() -> None:
     result = bench.worker_run(TINY, "floor", 2)
     assert len(result["times_s"]) == 2
@@ -142,6 +158,28 @@ def test_ratios_and_acceptance_checks() -> None:
     )
     assert "| 4096 | 32768 | floor | 4.00 | 1500 | 1.50 | 0.67 |" in table
     assert "not run: too big" in table
+
+
+def test_other_configurations_check_only_the_bounds_that_hold_everywhere() -> None:
+    """Away from 4096 × 32768 the memory bounds against the full-logit rows do not apply."""
+    big = 16384, 151936
+    records = [
+        _record("askd_chunked", 50.0, 2000.0, *big),
+        _record("floor", 46.0, 9000.0, *big),
+        _record("trl_gkd", 10.0, 1000.0, *big),  # would fail time a/d and memory a/d if checked
+        _record("askd_chunked_gkd", 50.0, 2000.0, *big),
+        _record("liger_jsd_compiled", 70.0, 1900.0, *big),
+    ]
+    checks = {(c["quantity"], c["ratio"]): c for c in bench.check_targets(records, *big)}
+    assert set(checks) == {(q, f"{n}/{d}") for q, n, d in bench.EVERY_CONFIG_TARGETS}
+    assert checks[("time_s", "askd_chunked/floor")]["met"]  # 50/46 = 1.087
+    assert not checks[("peak_mb", "askd_chunked_gkd/liger_jsd_compiled")]["met"]  # 2000/1900 > 1.0
+    assert checks[("time_s", "askd_chunked_gkd/liger_jsd_compiled")]["met"]  # 50/70 = 0.71
+    assert bench.configs_of([*records, *_records_4096()]) == [(4096, 32768), big]
+
+
+def _records_4096() -> list[dict[str, object]]:
+    return [_record("askd_chunked", 4.0, 1000.0), _record("floor", 3.8, 1700.0)]
 
 
 def test_parse_sizes() -> None:
@@ -235,3 +273,16 @@ def test_liger_compiled_worker_checks_value_and_reports_compile_time() -> None:
     assert result["value_check_abs_diff"] >= 0.0
     assert result["first_pass_s"] > 0
     assert "compile_s" in result
+
+
+def test_memory_prediction_scales_chunked_rows_with_the_vocabulary_only() -> None:
+    """A chunked row at 16384 tokens is predicted from 1024 tokens without a 16× blow-up; a
+    full-logit row is, and is skipped."""
+    base = (bench.memory_scale("liger_jsd_compiled", 1024, 32768), 1800.0, 640.0)
+    size = bench.memory_scale("liger_jsd_compiled", 16384, 32768)
+    assert bench._over_budget(base, size, budget=4000.0) is None
+    full = (bench.memory_scale("trl_gkd", 4096, 32768), 9350.0, 640.0)
+    reason = bench._over_budget(full, bench.memory_scale("trl_gkd", 16384, 32768), budget=16000.0)
+    assert reason is not None
+    assert "predicted peak 34.6 GiB" in reason
+    assert bench.memory_scale("floor", 16384, 151936) == bench.FLOOR_BLOCK * 151936

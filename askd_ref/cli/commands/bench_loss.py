@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
 
     if importlib.util.find_spec("trl") is None:  # TRL's GKD loss is one of the compared rows
         raise missing_extra(ModuleNotFoundError("No module named 'trl'", name="trl"), "askd bench loss")
-    from askd_ref.bench.loss import check_targets, run_loss_bench
+    from askd_ref.bench.loss import check_targets, configs_of, run_loss_bench
 
     try:
         sizes = None if args.sizes is None else _parse_sizes(args.sizes)
@@ -117,10 +117,13 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     print((args.out / "loss-bench.md").read_text(encoding="utf-8"))
-    for check in check_targets(records):
-        verdict = "met" if check["met"] else "NOT met"
-        bound = check["bound"]
-        print(f"{check['quantity']:8s} {check['ratio']:32s} {check['value']:.3f} (bound {bound}): {verdict}")
+    for tokens, vocab in configs_of(records):
+        for check in check_targets(records, tokens, vocab):
+            verdict = "met" if check["met"] else "NOT met"
+            print(
+                f"{tokens}x{vocab} {check['quantity']:8s} {check['ratio']:38s} {check['value']:.3f} "
+                f"(bound {check['bound']}): {verdict}"
+            )
     print(f"wrote {args.out / 'loss-bench.json'} and {args.out / 'loss-bench.png'}")
     return 0
 
