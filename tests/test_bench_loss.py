@@ -286,3 +286,23 @@ def test_memory_prediction_scales_chunked_rows_with_the_vocabulary_only() -> Non
     assert reason is not None
     assert "predicted peak 34.6 GiB" in reason
     assert bench.memory_scale("floor", 16384, 151936) == bench.FLOOR_BLOCK * 151936
+
+
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [
+        ("floor_blocks.py", "512 x 97: blocked / one block = "),
+        ("profile_chunked.py", "askd_chunked at 512 x 97: self CPU "),
+    ],
+)
+def test_benchmark_scripts_run_at_a_tiny_size(
+    script: str, expected: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The two scripts behind numbers in docs/benchmarks.md run and print their result line."""
+    import runpy
+
+    path = Path(__file__).parents[1] / "scripts" / script
+    argv = [str(path), "--tokens", "512", "--vocab", "97"]
+    monkeypatch.setattr("sys.argv", argv + (["--passes", "1"] if script == "floor_blocks.py" else []))
+    runpy.run_path(str(path), run_name="__main__")
+    assert expected in capsys.readouterr().out
