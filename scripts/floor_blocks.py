@@ -29,7 +29,7 @@ def main() -> None:
     times: dict[str, list[float]] = {name: [] for name in blocks}
     for k in range(args.passes + 1):  # the first round warms up and is not kept
         for name, block in blocks.items():
-            x.hs.grad = x.ws.grad = None
+            bench._clear(x)
             t0 = time.perf_counter()
             bench._floor(x, block=block)
             if k:

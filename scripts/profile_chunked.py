@@ -28,7 +28,7 @@ def main() -> None:
     x = bench.make_inputs(bench.BenchConfig(tokens=args.tokens, vocab=args.vocab))
     step = bench.STEPS[args.impl]
     step(x)  # warm-up
-    x.hs.grad = x.ws.grad = None
+    bench._clear(x)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         step(x)
     events = prof.key_averages()

@@ -792,7 +792,7 @@ def _select_impls(
 
 
 #: Rows that hold a bounded number of token rows of logits at a time: askd-ref's chunked path
-#: (a chunk of at most 1024 tokens) and Liger (its own chunks). Their peak above the baseline
+#: (a chunk of at most ``MAX_CHUNK_SIZE`` tokens) and Liger (its own chunks). Their peak above the baseline
 #: grows with the vocabulary, not with the number of tokens.
 CHUNKED_IMPLS: frozenset[str] = frozenset({"askd_chunked", "askd_seq_chunked", *LIGER_IMPLS})
 
@@ -800,9 +800,11 @@ CHUNKED_IMPLS: frozenset[str] = frozenset({"askd_chunked", "askd_seq_chunked", *
 def memory_scale(impl: str, tokens: int, vocab: int) -> int:
     """What an implementation's peak memory above the baseline grows with: the logit elements it
     holds at once (tokens × vocab for the full-logit rows, one floor block × vocab for the floor,
-    1024 × vocab for the chunked rows)."""
+    the largest default chunk × vocab for the chunked rows)."""
+    from askd_ref.chunked import MAX_CHUNK_SIZE
+
     if impl in CHUNKED_IMPLS:
-        return min(tokens, 1024) * vocab
+        return min(tokens, MAX_CHUNK_SIZE) * vocab
     if impl == "floor":
         return min(tokens, FLOOR_BLOCK) * vocab
     return tokens * vocab
