@@ -72,11 +72,16 @@ from askd_ref.schedules import quality_gate, sgo_alpha, tgo_alpha
 __all__ = ["CHUNK_BYTES", "MAX_CHUNK_SIZE", "chunked_loss", "chunked_token_log_probs", "default_chunk_size"]
 
 #: Byte budget of one (chunk × vocab) buffer when ``chunk_size`` is not given (the chunk loop
-#: holds at most two such buffers).
-CHUNK_BYTES: Final[int] = 256 * 2**20
-#: Largest default chunk. On the benchmark CPU, chunks of 256–1024 tokens ran the projection
-#: matmuls as fast as one unchunked matmul (``docs/benchmarks.md``); larger ones only grow the
-#: buffers.
+#: holds at most two such buffers). 640 MiB fits 1024 float32 tokens up to vocab 163840 (Qwen2.5's
+#: 151936, Llama 3's 128256) and 512 at 262144. Every chunk streams the whole projection weight
+#: through three matmuls and accumulates the weight gradient once, so small chunks at a large
+#: vocabulary are bound by memory traffic: at vocab 151936 on the benchmark CPU a loss pass ran
+#: 14 % faster with chunks of 1024 tokens than with 256 (``scripts/chunk_sizes.py``,
+#: ``docs/benchmarks.md``).
+CHUNK_BYTES: Final[int] = 640 * 2**20
+#: Largest default chunk. On the benchmark CPU, chunks of 1024 tokens ran the projection matmuls
+#: as fast as one unchunked matmul at vocab 32768 (``docs/benchmarks.md``); larger ones only grow
+#: the buffers.
 MAX_CHUNK_SIZE: Final[int] = 1024
 
 
@@ -87,7 +92,7 @@ def default_chunk_size(vocab: int, dtype: torch.dtype = torch.float32) -> int:
     compute ``dtype`` fits :data:`CHUNK_BYTES` (at least 16 tokens).
 
     >>> default_chunk_size(32768), default_chunk_size(151936), default_chunk_size(262144)
-    (1024, 256, 256)
+    (1024, 1024, 512)
     """
     itemsize = torch.empty((), dtype=dtype).element_size()
     chunk = MAX_CHUNK_SIZE

@@ -293,16 +293,21 @@ def test_memory_prediction_scales_chunked_rows_with_the_vocabulary_only() -> Non
     [
         ("floor_blocks.py", "512 x 97: blocked / one block = "),
         ("profile_chunked.py", "askd_chunked at 512 x 97: self CPU "),
+        ("chunk_sizes.py", "matmuls alone, chunk 64"),
     ],
 )
 def test_benchmark_scripts_run_at_a_tiny_size(
     script: str, expected: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The two scripts behind numbers in docs/benchmarks.md run and print their result line."""
+    """The scripts behind numbers in docs/benchmarks.md run and print their result line."""
     import runpy
 
     path = Path(__file__).parents[1] / "scripts" / script
     argv = [str(path), "--tokens", "512", "--vocab", "97"]
-    monkeypatch.setattr("sys.argv", argv + (["--passes", "1"] if script == "floor_blocks.py" else []))
+    extra = {
+        "floor_blocks.py": ["--passes", "1"],
+        "chunk_sizes.py": ["--passes", "1", "--chunks", "16", "64", "--matmuls"],
+    }
+    monkeypatch.setattr("sys.argv", argv + extra.get(script, []))
     runpy.run_path(str(path), run_name="__main__")
     assert expected in capsys.readouterr().out
