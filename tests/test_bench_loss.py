@@ -294,6 +294,7 @@ def test_memory_prediction_scales_chunked_rows_with_the_vocabulary_only() -> Non
         ("floor_blocks.py", "512 x 97: blocked / one block = "),
         ("profile_chunked.py", "askd_chunked at 512 x 97: self CPU "),
         ("chunk_sizes.py", "matmuls alone, chunk 64"),
+        ("elementwise_ops.py", "logaddexp with a column"),
     ],
 )
 def test_benchmark_scripts_run_at_a_tiny_size(
@@ -303,11 +304,12 @@ def test_benchmark_scripts_run_at_a_tiny_size(
     import runpy
 
     path = Path(__file__).parents[1] / "scripts" / script
-    argv = [str(path), "--tokens", "512", "--vocab", "97"]
+    size = ["--rows", "2"] if script == "elementwise_ops.py" else ["--tokens", "512"]
     extra = {
         "floor_blocks.py": ["--passes", "1"],
         "chunk_sizes.py": ["--passes", "1", "--chunks", "16", "64", "--matmuls"],
+        "elementwise_ops.py": ["--repeat", "2"],
     }
-    monkeypatch.setattr("sys.argv", argv + extra.get(script, []))
+    monkeypatch.setattr("sys.argv", [str(path), *size, "--vocab", "97", *extra.get(script, [])])
     runpy.run_path(str(path), run_name="__main__")
     assert expected in capsys.readouterr().out
