@@ -289,27 +289,25 @@ def test_memory_prediction_scales_chunked_rows_with_the_vocabulary_only() -> Non
 
 
 @pytest.mark.parametrize(
-    ("script", "expected"),
+    ("script", "args", "expected"),
     [
-        ("floor_blocks.py", "512 x 97: blocked / one block = "),
-        ("profile_chunked.py", "askd_chunked at 512 x 97: self CPU "),
-        ("chunk_sizes.py", "matmuls alone, chunk 64"),
-        ("elementwise_ops.py", "logaddexp with a column"),
+        ("floor_blocks.py", "--tokens 512 --vocab 97 --passes 1", "512 x 97: blocked / one block = "),
+        ("profile_chunked.py", "--tokens 512 --vocab 97", "askd_chunked at 512 x 97: self CPU "),
+        (
+            "chunk_sizes.py",
+            "--tokens 512 --vocab 97 --passes 1 --chunks 16 64 --matmuls",
+            "matmuls alone, chunk 64",
+        ),
+        ("elementwise_ops.py", "--rows 2 --vocab 97 --repeat 2", "logaddexp with a column"),
     ],
 )
 def test_benchmark_scripts_run_at_a_tiny_size(
-    script: str, expected: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    script: str, args: str, expected: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The scripts behind numbers in docs/benchmarks.md run and print their result line."""
     import runpy
 
     path = Path(__file__).parents[1] / "scripts" / script
-    size = ["--rows", "2"] if script == "elementwise_ops.py" else ["--tokens", "512"]
-    extra = {
-        "floor_blocks.py": ["--passes", "1"],
-        "chunk_sizes.py": ["--passes", "1", "--chunks", "16", "64", "--matmuls"],
-        "elementwise_ops.py": ["--repeat", "2"],
-    }
-    monkeypatch.setattr("sys.argv", [str(path), *size, "--vocab", "97", *extra.get(script, [])])
+    monkeypatch.setattr("sys.argv", [str(path), *args.split()])
     runpy.run_path(str(path), run_name="__main__")
     assert expected in capsys.readouterr().out
