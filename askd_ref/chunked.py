@@ -76,7 +76,7 @@ __all__ = ["CHUNK_BYTES", "MAX_CHUNK_SIZE", "chunked_loss", "chunked_token_log_p
 #: 151936, Llama 3's 128256) and 512 at 262144. Every chunk streams the whole projection weight
 #: through three matmuls and accumulates the weight gradient once, so small chunks at a large
 #: vocabulary are bound by memory traffic: at vocab 151936 on the benchmark CPU a loss pass ran
-#: 14 % faster with chunks of 1024 tokens than with 256 (``scripts/chunk_sizes.py``,
+#: 9–14 % faster with chunks of 1024 tokens than with 256 in two runs (``scripts/chunk_sizes.py``,
 #: ``docs/benchmarks.md``).
 CHUNK_BYTES: Final[int] = 640 * 2**20
 #: Largest default chunk. On the benchmark CPU, chunks of 1024 tokens ran the projection matmuls
