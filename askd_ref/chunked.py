@@ -290,6 +290,12 @@ def _core_kernel(code: int, s: Tensor, t: Tensor, param: Tensor, w: Tensor, want
 
 #: Bytes of one buffer's row block in the element-wise passes (at least one row).
 _BLOCK_BYTES: int = 2**20
+#: Rows per intra-op thread that a block has at least. The row reductions (``log_softmax``, row
+#: sums) split a block among threads by rows, so a block of fewer rows than threads leaves
+#: threads idle: at vocab 151936 the element-wise work of a 1024-token chunk took 0.62–0.91 s on
+#: two threads in one-row blocks (what ``_BLOCK_BYTES`` alone gives in float32) and 0.46–0.50 s in
+#: four-row blocks (medians of three runs of ``scripts/elementwise_ops.py --blocks 1 4``).
+_ROWS_PER_THREAD: int = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -318,8 +324,13 @@ def _project(h: Tensor, weight: Tensor, bias: Tensor | None, out: Tensor) -> Ten
 
 
 def _block_rows(vocab: int, dtype: torch.dtype) -> int:
-    """Rows per element-wise block: ``_BLOCK_BYTES`` of one (rows × vocab) buffer, at least 1."""
-    return max(1, _BLOCK_BYTES // (vocab * torch.empty((), dtype=dtype).element_size()))
+    """Rows per element-wise block: ``_BLOCK_BYTES`` of one (rows × vocab) buffer, but at least
+    ``_ROWS_PER_THREAD`` rows per intra-op thread (and 1), whole rows per thread when there are at
+    least as many rows as threads."""
+    threads = torch.get_num_threads()
+    by_bytes = _BLOCK_BYTES // (vocab * torch.empty((), dtype=dtype).element_size())
+    rows = max(1, by_bytes, _ROWS_PER_THREAD * threads)
+    return rows - rows % threads if rows >= threads else rows
 
 
 def _blocks(segments: Sequence[tuple[int, int, int]], block: int) -> Iterator[tuple[int, int, int]]:

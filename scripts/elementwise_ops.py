@@ -10,6 +10,15 @@ as much as ``torch.logaddexp``, so a mixture formed in probability space (one ``
 time over one formed in log space (one ``logaddexp``).
 
     python scripts/elementwise_ops.py [--rows 8] [--vocab 32768] [--repeat 500]
+
+``--blocks R [R ...]`` instead times the whole element-wise work of one chunk of ``--chunk``
+tokens (both log-softmaxes, the token gathers and a fused kernel, ``--divergence``) in row blocks
+of each size R, rounds interleaved, and names the block the chunked path picks
+(``askd_ref.chunked._block_rows``): how the block size, and the thread count through it, moves
+that cost.
+
+    python scripts/elementwise_ops.py --blocks 1 2 4 8 [--chunk 1024] [--vocab 151936]
+                                      [--divergence SKL] [--repeat 5]
 """
 
 from __future__ import annotations
@@ -21,13 +30,75 @@ from collections.abc import Callable
 
 import torch
 
+from askd_ref import chunked
+from askd_ref.divergences import Divergence
+
+
+def chunk_work(rows: int, chunk: int, vocab: int, divergence: Divergence) -> Callable[[], float]:
+    """A callable that runs the element-wise work of one chunk in blocks of ``rows`` and returns
+    its seconds (the logits are restored from a copy first, outside the timing)."""
+    g = torch.Generator().manual_seed(0)
+    zs, zt = torch.randn(chunk, vocab, generator=g) * 2, torch.randn(chunk, vocab, generator=g) * 2
+    s, t = torch.empty_like(zs), torch.empty_like(zt)
+    a = torch.rand(chunk, 1, generator=g) * 0.8 + 0.1  # α (β) in [0.1, 0.9]
+    la, l1a, w = a.log(), torch.log1p(-a), torch.rand(chunk, 1, generator=g)
+    ids = torch.randint(0, vocab, (chunk, 1), generator=g)
+    x, y = torch.empty(rows, vocab), torch.empty(rows, vocab)
+
+    def run() -> float:
+        s.copy_(zs)
+        t.copy_(zt)
+        t0 = time.perf_counter()
+        for b0 in range(0, chunk, rows):
+            b1 = min(chunk, b0 + rows)
+            sb = torch.log_softmax(s[b0:b1], -1, out=s[b0:b1])
+            tb = torch.log_softmax(t[b0:b1], -1, out=t[b0:b1])
+            sb.gather(1, ids[b0:b1])
+            tb.gather(1, ids[b0:b1])
+            n, blk = b1 - b0, slice(b0, b1)
+            params = (a[blk], la[blk], l1a[blk], w[blk])
+            chunked._fused_kernel(int(divergence), sb, tb, x[:n], y[:n], *params, True)
+        return time.perf_counter() - t0
+
+    return run
+
+
+def blocks_main(args: argparse.Namespace) -> None:
+    """``--blocks``: one chunk's element-wise work per block size, rounds interleaved."""
+    divergence = Divergence[args.divergence]
+    runs = {r: chunk_work(r, args.chunk, args.vocab, divergence) for r in args.blocks}
+    times: dict[int, list[float]] = {r: [] for r in args.blocks}
+    for k in range(args.repeat + 1):  # round 0 warms up and is not kept
+        for r in args.blocks if k % 2 else reversed(args.blocks):
+            t = runs[r]()
+            if k:
+                times[r].append(t)
+    picked = chunked._block_rows(args.vocab, torch.float32)
+    print(
+        f"element-wise work of one {args.chunk} x {args.vocab} float32 chunk ({args.divergence}), "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; chunked path's block: {picked} rows"
+    )
+    for r, ts in times.items():
+        passes = " ".join(f"{t * 1e3:.1f}" for t in ts)
+        mib = r * args.vocab * 4 / 2**20
+        med = statistics.median(ts) * 1e3
+        print(f"block {r:4d} rows ({mib:6.2f} MiB) median {med:8.1f} ms  passes {passes}")
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=8)
     parser.add_argument("--vocab", type=int, default=32768)
-    parser.add_argument("--repeat", type=int, default=500)
+    parser.add_argument("--repeat", type=int, help="calls per round (500), or rounds with --blocks (5)")
+    parser.add_argument("--blocks", type=int, nargs="+", help="time one chunk's element-wise work per block")
+    parser.add_argument("--chunk", type=int, default=1024)
+    parser.add_argument("--divergence", default="SKL", choices=[d.name for d in Divergence])
     args = parser.parse_args()
+    if args.blocks:
+        args.repeat = args.repeat or 5
+        blocks_main(args)
+        return
+    args.repeat = args.repeat or 500
     g = torch.Generator().manual_seed(0)
     shape = (args.rows, args.vocab)
     z = torch.randn(shape, generator=g) * 3  # logits

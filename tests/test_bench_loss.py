@@ -299,6 +299,7 @@ def test_memory_prediction_scales_chunked_rows_with_the_vocabulary_only() -> Non
             "matmuls alone, chunk 64",
         ),
         ("elementwise_ops.py", "--rows 2 --vocab 97 --repeat 2", "logaddexp with a column"),
+        ("elementwise_ops.py", "--blocks 1 4 --chunk 8 --vocab 97 --repeat 1", "block    4 rows"),
     ],
 )
 def test_benchmark_scripts_run_at_a_tiny_size(

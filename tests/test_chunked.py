@@ -419,6 +419,26 @@ def test_bad_input_raises(method: str, kwargs: dict[str, Any], error: type[Excep
         chunked_loss(method, **_bad(**kwargs))
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3, 16])
+@pytest.mark.parametrize("vocab", [97, 32768, 151936, 262144])
+def test_row_blocks_keep_every_thread_busy(vocab: int, threads: int) -> None:
+    """A block has whole rows for every intra-op thread (the row reductions split it by rows),
+    at least two each, and otherwise the byte budget of one buffer."""
+    import askd_ref.chunked as chunked_module
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        rows = chunked_module._block_rows(vocab, torch.float32)
+    finally:
+        torch.set_num_threads(before)
+    by_bytes = chunked_module._BLOCK_BYTES // (4 * vocab)
+    assert rows % threads == 0
+    assert rows >= 2 * threads
+    assert rows > by_bytes - threads
+    assert rows <= max(by_bytes, 2 * threads)
+
+
 @pytest.mark.parametrize("method", ["askd", "askd-dense", "gkd", "distillm", "kd", "rkl"])
 def test_row_blocks_do_not_change_results(method: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The element-wise passes run over row blocks of each chunk; one-row blocks (a 1-byte
@@ -428,6 +448,7 @@ def test_row_blocks_do_not_change_results(method: str, monkeypatch: pytest.Monke
     case = with_behaviour(make_case(torch.float64, seed=11))
     whole = run(lambda: chunked_loss(method, **case.kwargs(), chunk_size=6), case)
     monkeypatch.setattr(chunked_module, "_BLOCK_BYTES", 1)
+    monkeypatch.setattr(chunked_module, "_ROWS_PER_THREAD", 0)
     assert chunked_module._block_rows(37, torch.float64) == 1
     rows = run(lambda: chunked_loss(method, **case.kwargs(), chunk_size=6), case)
     assert_same(rows, whole, torch.float64)
