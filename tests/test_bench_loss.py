@@ -300,6 +300,7 @@ def test_memory_prediction_scales_chunked_rows_with_the_vocabulary_only() -> Non
         ),
         ("elementwise_ops.py", "--rows 2 --vocab 97 --repeat 2", "logaddexp with a column"),
         ("elementwise_ops.py", "--blocks 1 4 --chunk 8 --vocab 97 --repeat 1", "block    4 rows"),
+        ("bound_ratios.py", "--sizes 512x97 --passes 1", "time askd_chunked/floor: "),
     ],
 )
 def test_benchmark_scripts_run_at_a_tiny_size(
