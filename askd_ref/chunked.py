@@ -549,19 +549,24 @@ class _ChunkedHeads(torch.autograd.Function):
         dense_loss = (run.values * pack.weight.view(-1)).sum()
         ctx.set_materialize_grads(False)
         ctx.mark_non_differentiable(run.t_tok, run.values)
-        ctx.save_for_backward(s_hidden, s_weight, s_bias, run.lse)
+        # The dense gradients are saved tensors, not ctx attributes: unless the graph is retained,
+        # autograd releases them as soon as backward returns, so the gradient it hands on is the
+        # only reference and AccumulateGrad takes it as the leaf's .grad instead of copying it (a
+        # vocab × hidden copy per call otherwise, which the plain-autograd floor does not pay).
+        dense = run.grads or _HeadGrads(None, None, None, False)
+        ctx.save_for_backward(s_hidden, s_weight, s_bias, run.lse, dense.h, dense.w, dense.b)
         ctx.pack = pack
-        ctx.dense_grads = run.grads
+        ctx.has_dense = run.grads is not None
         return dense_loss, run.s_tok, run.t_tok, run.values
 
     @staticmethod
     def backward(
         ctx: Any, g_loss: Tensor | None, g_stok: Tensor | None, *_: Tensor | None
     ) -> tuple[Tensor | None, ...]:
-        s_hidden, s_weight, s_bias, lse = ctx.saved_tensors
+        s_hidden, s_weight, s_bias, lse, dense_h, dense_w, dense_b = ctx.saved_tensors
         pack: _Pack = ctx.pack
         needs = ctx.needs_input_grad[:3]
-        dense: _HeadGrads | None = ctx.dense_grads
+        dense = _HeadGrads(dense_h, dense_w, dense_b, needs[1]) if ctx.has_dense else None
         if dense is None:
             grads = _HeadGrads(None, None, None, needs[1])
         else:  # fresh tensors when the token gradients are added to them

@@ -292,6 +292,52 @@ def test_never_materialises_tokens_by_vocab(method: str) -> None:
     assert probe.largest <= chunk * 300, (probe.largest, n_tokens * 300)
 
 
+class _Copies(TorchDispatchMode):
+    """Records the shapes of the tensors that ``aten.copy_`` and ``aten.clone`` write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shapes: list[tuple[int, ...]] = []
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        if func in (torch.ops.aten.copy_.default, torch.ops.aten.clone.default):
+            self.shapes.append(tuple(args[0].shape))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("method", ["askd-dense", "gkd"])
+def test_weight_gradient_is_not_copied(method: str) -> None:
+    """The dense weight gradient formed in forward becomes the weight's ``.grad`` as it is:
+    autograd releases its saved reference before AccumulateGrad runs, which then takes the tensor
+    instead of copying it (a vocab × hidden copy per call, which the plain-autograd floor does not
+    pay)."""
+    case = make_case(torch.float32, seed=3, hidden=6, vocab=300, bias=False)
+    out = chunked_loss(method, **case.kwargs(), chunk_size=8)
+    with _Copies() as probe:
+        out.loss.backward()
+    assert case.ws.grad is not None
+    assert tuple(case.ws.shape) not in probe.shapes, probe.shapes
+
+
+@pytest.mark.parametrize("method", ["askd-dense", "gkd", "askd"])
+def test_retained_graph_gives_the_gradient_every_time(method: str) -> None:
+    """With ``retain_graph=True`` every backward adds the same gradient, even after the first
+    ``.grad`` was changed in place (the saved dense gradients are not handed out to be mutated)."""
+    case = make_case(torch.float64, seed=4)
+    out = chunked_loss(method, **case.kwargs(), chunk_size=5)
+    out.loss.backward(retain_graph=True)
+    first = [leaf.grad.clone() for leaf in case.leaves() if leaf.grad is not None]
+    for leaf in case.leaves():
+        if leaf.grad is not None:
+            leaf.grad.mul_(3.0)  # as gradient clipping would
+    out.loss.backward(retain_graph=True)
+    out.loss.backward()
+    got = [leaf.grad for leaf in case.leaves() if leaf.grad is not None]
+    assert len(got) == len(first) == 3
+    for g, g1 in zip(got, first, strict=True):
+        torch.testing.assert_close(g, 5.0 * g1, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_token_log_probs_match_full_log_softmax(dtype: torch.dtype) -> None:
     case = make_case(dtype, seed=11)
