@@ -313,3 +313,56 @@ def test_benchmark_scripts_run_at_a_tiny_size(
     monkeypatch.setattr("sys.argv", [str(path), *args.split()])
     runpy.run_path(str(path), run_name="__main__")
     assert expected in capsys.readouterr().out
+
+
+def _fake_run(path: Path, times: dict[str, float], skipped: tuple[str, ...] = ()) -> Path:
+    """A minimal ``askd bench loss`` output directory at 64 × 97 with the given row times."""
+    records = [
+        {"tokens": 64, "vocab": 97, "hidden": 8, "impl": impl, "time_s": t, "peak_mb": 100.0, "device": "cpu"}
+        for impl, t in times.items()
+    ]
+    cfg = {"tokens": 64, "vocab": 97}
+    details = {
+        "configs": [{"config": cfg, "results": {impl: {"times_s": [t]} for impl, t in times.items()}}],
+        "repeats": {impl: 1 for impl in times},
+        "environment": {"load_average_1_5_15": path.name},
+        "skipped": [{"tokens": 64, "vocab": 97, "impl": impl, "reason": "too big"} for impl in skipped],
+    }
+    path.mkdir()
+    (path / "loss-bench.json").write_text(json.dumps(records))
+    (path / "loss-bench-details.json").write_text(json.dumps(details))
+    return path
+
+
+def test_merge_script_takes_later_rows_over_earlier_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """scripts/merge_loss_bench.py: a later run's row replaces the earlier one (record, passes,
+    a skip), rows only the earlier run has stay, ratios are recomputed, both environments kept."""
+    import runpy
+
+    old = {"askd_chunked": 2.0, "floor": 1.0, "trl_gkd": 4.0}
+    first = _fake_run(tmp_path / "first", old, skipped=("askd_full",))
+    second = _fake_run(tmp_path / "second", {"askd_chunked": 1.0, "floor": 1.25, "askd_full": 5.0})
+    out = tmp_path / "merged"
+    path = Path(__file__).parents[1] / "scripts" / "merge_loss_bench.py"
+    argv = [str(path), str(first), str(second), "--label", "old", "--label", "new", "--out", str(out)]
+    monkeypatch.setattr("sys.argv", argv)
+    runpy.run_path(str(path), run_name="__main__")
+    assert "64x97 time_s askd_chunked/floor: 0.800 (bound 1.1) met" in capsys.readouterr().out
+    records = {r["impl"]: r for r in json.loads((out / "loss-bench.json").read_text())}
+    assert {i: (r["time_s"], r["run"]) for i, r in records.items()} == {
+        "askd_chunked": (1.0, "new"),
+        "askd_full": (5.0, "new"),
+        "trl_gkd": (4.0, "old"),
+        "floor": (1.25, "new"),
+    }
+    details = json.loads((out / "loss-bench-details.json").read_text())
+    assert details["skipped"] == []
+    assert details["configs"][0]["results"]["askd_chunked"]["times_s"] == [1.0]
+    assert details["ratios"]["64x97"]["time a/trl_gkd"] == 0.25
+    assert set(details["runs"]) == {"old", "new"}
+    assert (out / "loss-bench.png").stat().st_size > 0
+    monkeypatch.setattr("sys.argv", [str(path), str(first), str(second), "--label", "old", "--out", str(out)])
+    with pytest.raises(ValueError, match="one per run"):
+        runpy.run_path(str(path), run_name="__main__")

@@ -598,6 +598,12 @@ def check_targets(
     return result
 
 
+def sorted_records(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``records`` in table order: configurations smallest first, then the implementations' order."""
+    order = {impl: k for k, impl in enumerate((*IMPLS, *EXTRA_IMPLS, *LIGER_IMPLS))}
+    return sorted(records, key=lambda r: (r["tokens"] * r["vocab"], r["tokens"], order[r["impl"]]))
+
+
 def configs_of(records: Sequence[dict[str, Any]]) -> list[tuple[int, int]]:
     """The (tokens, vocab) configurations present in ``records``, smallest first."""
     return sorted({(r["tokens"], r["vocab"]) for r in records}, key=lambda c: (c[0] * c[1], c))
@@ -749,8 +755,7 @@ def run_loss_bench(
                 records.append(_record(cfg, impl, result, device_name))
                 bar.update(1)
             details["configs"].append({"config": dataclasses.asdict(cfg), "results": results})
-    order = {impl: k for k, impl in enumerate((*IMPLS, *EXTRA_IMPLS, *LIGER_IMPLS))}
-    records.sort(key=lambda r: (r["tokens"] * r["vocab"], r["tokens"], order[r["impl"]]))
+    records = sorted_records(records)
     details["skipped"] = skipped
     details["ratios"] = ratios(records)
     details["targets_4096x32768"] = check_targets(records)

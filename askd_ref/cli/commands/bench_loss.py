@@ -3,7 +3,7 @@
 ::
 
     askd bench loss --out runs/bench-loss --quick # 4096 tokens, vocab 32768 (~2 minutes)
-    askd bench loss --out runs/bench-loss         # {1024,4096} tokens x vocab {32768,151936}
+    askd bench loss --out runs/bench-loss         # {1024,4096,16384} tokens x vocab {32768,151936}
 
 When ``liger-kernel`` is importable, the rows ``askd_chunked_gkd``, ``liger_jsd`` (eager) and
 ``liger_jsd_compiled`` (``torch.compile``) compare the same generalised JSD with Liger-Kernel's
@@ -30,7 +30,8 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
             "Forward+backward time and peak memory of askd-ref's chunked loss against full-logit\n"
             "implementations (askd full, DistiLLM-2, TRL's GKD loss).\n\n"
             "  askd bench loss --out runs/bench-loss --quick # 4096 tokens, vocab 32768 (~2 minutes)\n"
-            "  askd bench loss --out runs/bench-loss         # {1024,4096} tokens x vocab {32768,151936}\n\n"
+            "  askd bench loss --out runs/bench-loss         # {1024,4096,16384} tokens x vocab\n"
+            "                                                # {32768,151936}\n\n"
             "Writes loss-bench.json, loss-bench-details.json, loss-bench.md (the table) and\n"
             "loss-bench.png (the plot) into --out; docs/benchmarks.md explains the measurements.\n"
             "Needs TRL: pip install 'askd-ref[bench]'."
