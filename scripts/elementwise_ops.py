@@ -7,7 +7,8 @@ It shows which operations set the cost of the element-wise work on a CPU: on the
 ``torch.exp`` and ``torch.log`` go through MKL's vector math library and cost several times
 ``torch.exp2`` (hence ``exp(x) = exp2(x·log₂e)`` in the kernels), and ``torch.log`` costs about
 as much as ``torch.logaddexp``, so a mixture formed in probability space (one ``log``) saves no
-time over one formed in log space (one ``logaddexp``).
+time over one formed in log space (one ``logaddexp``), and neither does ``softplus``
+(log(α + eˣ) = log α + softplus(x − log α)).
 
     python scripts/elementwise_ops.py [--rows 8] [--vocab 32768] [--repeat 500]
 
@@ -113,6 +114,7 @@ def main() -> None:
         "log": lambda: torch.log(u, out=out),
         "log1p": lambda: torch.log1p(u, out=out),
         "logaddexp with a column": lambda: torch.logaddexp(z, col, out=out),
+        "softplus (log1p of exp, one op)": lambda: torch.nn.functional.softplus(z),
         "mul": lambda: torch.mul(z, u, out=out),
         "sub a column": lambda: torch.sub(z, col, out=out),
         "row sum": lambda: z.sum(-1),
