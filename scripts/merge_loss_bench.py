@@ -5,9 +5,9 @@ new kernel for the chunked rows, say), rerunning those rows with ``--impls`` and
 records over the earlier ones keeps the rows that did not change as they were measured. Later
 directories win: a (tokens, vocab, impl) record of a later run replaces the earlier one, and so
 do that record's passes in the details. Ratios, target checks, the markdown table and the plot
-are recomputed from the merged records with the benchmark's own functions; every run's
-environment (load average included) is kept under ``runs``, named by ``--label`` (an input that
-is itself a merge keeps its runs, each named ``"<label>: <its run>"``).
+are recomputed from the merged records and written by the benchmark's own ``write_results``;
+every run's environment (load average included) is kept under ``runs``, named by ``--label``
+(an input that is itself a merge keeps its runs, each named ``"<label>: <its run>"``).
 
     python scripts/merge_loss_bench.py RUN1 RUN2 [...] --label "first" --label "chunked again" --out DIR
 """
@@ -20,11 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from askd_ref.bench import loss as bench
-from askd_ref.io import atomic_write_json, atomic_write_text
 
 
-def merge(runs: list[Path], labels: list[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Records and details of ``runs`` merged in order (later wins per tokens, vocab, impl)."""
+def merge(
+    runs: list[Path], labels: list[str]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+    """Records, skipped rows and details of ``runs`` merged in order (later wins per tokens,
+    vocab, impl); :func:`askd_ref.bench.loss.write_results` adds the ratios and target checks."""
     if len(labels) != len(runs):
         raise ValueError(f"--label: expected one per run ({len(runs)}), got {len(labels)}")
     records: dict[tuple[int, int, str], dict[str, Any]] = {}
@@ -54,17 +56,12 @@ def merge(runs: list[Path], labels: list[str]) -> tuple[list[dict[str, Any]], di
             key = (s["tokens"], s["vocab"], s["impl"])
             if key not in records:
                 skipped[key] = s
-    merged = bench.sorted_records(list(records.values()))
-    out: dict[str, Any] = {
+    details_out: dict[str, Any] = {
         "configs": [{"config": configs[k], "results": results[k]} for k in sorted(configs)],
         "repeats": repeats,
         "runs": environments,
-        "skipped": list(skipped.values()),
-        "ratios": bench.ratios(merged),
-        "targets_4096x32768": bench.check_targets(merged),
-        "targets": {f"{t}x{v}": bench.check_targets(merged, t, v) for t, v in bench.configs_of(merged)},
     }
-    return merged, out
+    return list(records.values()), list(skipped.values()), details_out
 
 
 def main() -> None:
@@ -74,16 +71,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--title", default="askd bench loss, merged runs")
     args = parser.parse_args()
-    records, details = merge(args.runs, args.label)
-    atomic_write_json(args.out / "loss-bench.json", records)
-    atomic_write_json(args.out / "loss-bench-details.json", details)
-    atomic_write_text(args.out / "loss-bench.md", bench._markdown(records, details["skipped"]))
-    bench._plot(records, args.out / "loss-bench.png", args.title)
-    print(bench._markdown(records, details["skipped"]))
-    for key, checks in details["targets"].items():
-        for c in checks:
-            verdict = "met" if c["met"] else "NOT MET"
-            print(f"{key} {c['quantity']} {c['ratio']}: {c['value']:.3f} (bound {c['bound']}) {verdict}")
+    records, skipped, details = merge(args.runs, args.label)
+    records = bench.write_results(args.out, records, skipped, details, args.title)
+    print((args.out / "loss-bench.md").read_text(encoding="utf-8"))
+    print("\n".join(bench.target_lines(records)))
 
 
 if __name__ == "__main__":

@@ -349,7 +349,8 @@ def test_merge_script_takes_later_rows_over_earlier_ones(
     argv = [str(path), str(first), str(second), "--label", "old", "--label", "new", "--out", str(out)]
     monkeypatch.setattr("sys.argv", argv)
     runpy.run_path(str(path), run_name="__main__")
-    assert "64x97 time_s askd_chunked/floor: 0.800 (bound 1.1) met" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "64x97 time_s   askd_chunked/floor                     0.800 (bound 1.1): met" in printed
     records = {r["impl"]: r for r in json.loads((out / "loss-bench.json").read_text())}
     assert {i: (r["time_s"], r["run"]) for i, r in records.items()} == {
         "askd_chunked": (1.0, "new"),

@@ -85,6 +85,9 @@ __all__ = [
     "memory_scale",
     "ratios",
     "run_loss_bench",
+    "sorted_records",
+    "target_lines",
+    "write_results",
 ]
 
 #: The implementations every configuration reports (the issue's ``impl`` values).
@@ -713,8 +716,6 @@ def run_loss_bench(
     """
     from tqdm import tqdm
 
-    from askd_ref.io import atomic_write_json, atomic_write_text
-
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("device 'cuda' requested but torch.cuda.is_available() is False")
     if sizes is None:
@@ -755,22 +756,50 @@ def run_loss_bench(
                 records.append(_record(cfg, impl, result, device_name))
                 bar.update(1)
             details["configs"].append({"config": dataclasses.asdict(cfg), "results": results})
-    records = sorted_records(records)
-    details["skipped"] = skipped
-    details["ratios"] = ratios(records)
-    details["targets_4096x32768"] = check_targets(records)
-    details["targets"] = {f"{t}x{v}": check_targets(records, t, v) for t, v in configs_of(records)}
     details["liger"] = (
         "run"
         if any(r["impl"] in LIGER_IMPLS for r in records)
         else ("not run: liger_kernel.chunked_loss does not import" if not have_liger else "not run: disabled")
     )
-    out_dir = Path(out_dir)
+    title = f"askd bench loss on {device_name} ({dtype}, hidden {hidden})"
+    return write_results(Path(out_dir), records, skipped, details, title)
+
+
+def write_results(
+    out_dir: Path,
+    records: Sequence[dict[str, Any]],
+    skipped: Sequence[dict[str, Any]],
+    details: dict[str, Any],
+    title: str,
+) -> list[dict[str, Any]]:
+    """Sort ``records``, add the skipped rows, ratios and target checks to ``details``, and write
+    ``loss-bench.json``, ``loss-bench-details.json``, ``loss-bench.md`` and ``loss-bench.png``
+    into ``out_dir``, each atomically. Returns the sorted records."""
+    from askd_ref.io import atomic_write_json, atomic_write_text
+
+    records = sorted_records(records)
+    details["skipped"] = list(skipped)
+    details["ratios"] = ratios(records)
+    details["targets_4096x32768"] = check_targets(records)
+    details["targets"] = {f"{t}x{v}": check_targets(records, t, v) for t, v in configs_of(records)}
     atomic_write_json(out_dir / "loss-bench.json", records)
     atomic_write_json(out_dir / "loss-bench-details.json", details)
     atomic_write_text(out_dir / "loss-bench.md", _markdown(records, skipped))
-    _plot(records, out_dir / "loss-bench.png", f"askd bench loss on {device_name} ({dtype}, hidden {hidden})")
+    _plot(records, out_dir / "loss-bench.png", title)
     return records
+
+
+def target_lines(records: Sequence[dict[str, Any]]) -> list[str]:
+    """One printed line per acceptance check of every configuration in ``records``."""
+    lines = []
+    for tokens, vocab in configs_of(records):
+        for check in check_targets(records, tokens, vocab):
+            verdict = "met" if check["met"] else "NOT met"
+            lines.append(
+                f"{tokens}x{vocab} {check['quantity']:8s} {check['ratio']:38s} {check['value']:.3f} "
+                f"(bound {check['bound']}): {verdict}"
+            )
+    return lines
 
 
 def _select_impls(

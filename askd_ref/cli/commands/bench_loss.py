@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
 
     if importlib.util.find_spec("trl") is None:  # TRL's GKD loss is one of the compared rows
         raise missing_extra(ModuleNotFoundError("No module named 'trl'", name="trl"), "askd bench loss")
-    from askd_ref.bench.loss import check_targets, configs_of, run_loss_bench
+    from askd_ref.bench.loss import run_loss_bench, target_lines
 
     try:
         sizes = None if args.sizes is None else _parse_sizes(args.sizes)
@@ -118,13 +118,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     print((args.out / "loss-bench.md").read_text(encoding="utf-8"))
-    for tokens, vocab in configs_of(records):
-        for check in check_targets(records, tokens, vocab):
-            verdict = "met" if check["met"] else "NOT met"
-            print(
-                f"{tokens}x{vocab} {check['quantity']:8s} {check['ratio']:38s} {check['value']:.3f} "
-                f"(bound {check['bound']}): {verdict}"
-            )
+    print("\n".join(target_lines(records)))
     print(f"wrote {args.out / 'loss-bench.json'} and {args.out / 'loss-bench.png'}")
     return 0
 
