@@ -20,6 +20,16 @@ that cost.
 
     python scripts/elementwise_ops.py --blocks 1 2 4 8 [--chunk 1024] [--vocab 151936]
                                       [--divergence SKL] [--repeat 5]
+
+``--compiled`` times the same chunk's element-wise work, in the chunked path's row blocks, through
+the eager fused kernel and through ``torch.compile`` (inductor) of the same block computation
+written as one function (both log-softmaxes, the divergence values and the logit gradient, for
+SKL, SRKL or the generalised JSD), rounds interleaved. The compiled block is checked against the
+eager kernel first; the compile time is printed apart. It answers whether a compiled kernel
+(``kernel="compiled"``) would pay on the machine at hand.
+
+    python scripts/elementwise_ops.py --compiled [--chunk 1024] [--vocab 151936]
+                                      [--divergence SKL] [--repeat 5]
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from torch import Tensor
 
 from askd_ref import chunked
 from askd_ref.divergences import Divergence
@@ -86,6 +97,103 @@ def blocks_main(args: argparse.Namespace) -> None:
         print(f"block {r:4d} rows ({mib:6.2f} MiB) median {med:8.1f} ms  passes {passes}")
 
 
+def _block_fn(divergence: Divergence) -> Callable[..., tuple[Tensor, Tensor]]:
+    """One row block's divergence values and logit gradient from its logits, written plainly for
+    ``torch.compile``: the formulas of the fused kernels (``askd_ref.chunked._fused_kernel``)."""
+
+    def skl(zs: Tensor, zt: Tensor, a: Tensor, la: Tensor, l1a: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
+        ls, lt = torch.log_softmax(zs, -1), torch.log_softmax(zt, -1)
+        p, q = lt.exp(), ls.exp()
+        x = ls - lt + l1a  # log((1−α)q/p)
+        y = torch.logaddexp(x, la)  # log(m/p)
+        pr = p * torch.exp(x - y)
+        return -(p * y).sum(-1), w * (q * pr.sum(-1, keepdim=True) - pr)
+
+    def srkl(zs: Tensor, zt: Tensor, a: Tensor, la: Tensor, l1a: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
+        ls, lt = torch.log_softmax(zs, -1), torch.log_softmax(zt, -1)
+        q = ls.exp()
+        y = torch.logaddexp(lt - ls + l1a, la)  # log(m/q)
+        g = y + a * torch.exp(-y)
+        return -(q * y).sum(-1), w * q * ((q * g).sum(-1, keepdim=True) - g)
+
+    def gjsd(zs: Tensor, zt: Tensor, a: Tensor, la: Tensor, l1a: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
+        ls, lt = torch.log_softmax(zs, -1), torch.log_softmax(zt, -1)
+        p, q = lt.exp(), ls.exp()
+        y = torch.logaddexp(lt - ls + la, l1a)  # log(M/q)
+        yq = (q * y).sum(-1, keepdim=True)
+        value = a * (p * (lt - ls - y)).sum(-1, keepdim=True) - (1 - a) * yq
+        return value.view(-1), (1 - a) * w * q * (yq - y)
+
+    fns = {Divergence.SKL: skl, Divergence.SRKL_FULL: srkl, Divergence.GJSD: gjsd}
+    if divergence not in fns:
+        raise SystemExit(f"--compiled covers {', '.join(d.name for d in fns)}, not {divergence.name}")
+    return fns[divergence]
+
+
+def compiled_main(args: argparse.Namespace) -> None:
+    """``--compiled``: one chunk's element-wise work, eager fused kernel against torch.compile."""
+    divergence = Divergence[args.divergence]
+    rows = min(args.chunk, chunked._block_rows(args.vocab, torch.float32))
+    if args.chunk % rows:
+        raise SystemExit(f"--chunk must be a multiple of the block ({rows} rows): one shape, one compile")
+    g = torch.Generator().manual_seed(0)
+    zs = torch.randn(args.chunk, args.vocab, generator=g) * 2
+    zt = torch.randn(args.chunk, args.vocab, generator=g) * 2
+    a = torch.rand(args.chunk, 1, generator=g) * 0.8 + 0.1
+    la, l1a, w = a.log(), torch.log1p(-a), torch.rand(args.chunk, 1, generator=g)
+    s, t = torch.empty_like(zs), torch.empty_like(zt)
+    x, y = torch.empty(rows, args.vocab), torch.empty(rows, args.vocab)
+    grad = torch.empty_like(zs)
+    compiled = torch.compile(_block_fn(divergence), dynamic=False, fullgraph=True)
+
+    def eager(b: slice) -> Tensor:
+        sb = torch.log_softmax(s[b], -1, out=s[b])
+        tb = torch.log_softmax(t[b], -1, out=t[b])
+        return chunked._fused_kernel(int(divergence), sb, tb, x, y, a[b], la[b], l1a[b], w[b], True)
+
+    def fused(b: slice) -> Tensor:
+        value, gz = compiled(s[b], t[b], a[b], la[b], l1a[b], w[b])
+        grad[b] = gz
+        return value
+
+    first = slice(0, rows)
+    t0 = time.perf_counter()
+    s.copy_(zs)
+    t.copy_(zt)
+    v_compiled = fused(first)
+    compile_s = time.perf_counter() - t0
+    v_eager = eager(first)
+    err = max(float((v_eager - v_compiled).abs().max()), float((s[first] - grad[first]).abs().max()))
+    if err > 1e-5:
+        raise SystemExit(f"compiled block differs from the eager kernel by {err:.2e}")
+
+    def run(step: Callable[[slice], Tensor]) -> float:
+        s.copy_(zs)
+        t.copy_(zt)
+        t0 = time.perf_counter()
+        for b0 in range(0, args.chunk, rows):
+            step(slice(b0, b0 + rows))
+        return time.perf_counter() - t0
+
+    times: dict[str, list[float]] = {"eager": [], "compiled": []}
+    steps = {"eager": eager, "compiled": fused}
+    for k in range(args.repeat + 1):  # round 0 warms up and is not kept
+        for name in ("eager", "compiled") if k % 2 else ("compiled", "eager"):
+            elapsed = run(steps[name])
+            if k:
+                times[name].append(elapsed)
+    print(
+        f"element-wise work of one {args.chunk} x {args.vocab} float32 chunk ({args.divergence}) in "
+        f"{rows}-row blocks, torch {torch.__version__}, {torch.get_num_threads()} threads; "
+        f"compile {compile_s:.1f} s, max |difference| {err:.1e}"
+    )
+    for name, ts in times.items():
+        passes = " ".join(f"{t * 1e3:.1f}" for t in ts)
+        print(f"{name:8s} median {statistics.median(ts) * 1e3:8.1f} ms  passes {passes}")
+    ratio = statistics.median(times["compiled"]) / statistics.median(times["eager"])
+    print(f"compiled / eager: {ratio:.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=8)
@@ -94,7 +202,12 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, nargs="+", help="time one chunk's element-wise work per block")
     parser.add_argument("--chunk", type=int, default=1024)
     parser.add_argument("--divergence", default="SKL", choices=[d.name for d in Divergence])
+    parser.add_argument("--compiled", action="store_true", help="eager kernel against torch.compile")
     args = parser.parse_args()
+    if args.compiled:
+        args.repeat = args.repeat or 5
+        compiled_main(args)
+        return
     if args.blocks:
         args.repeat = args.repeat or 5
         blocks_main(args)

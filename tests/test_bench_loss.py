@@ -315,6 +315,22 @@ def test_benchmark_scripts_run_at_a_tiny_size(
     assert expected in capsys.readouterr().out
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("divergence", ["SKL", "SRKL_FULL", "GJSD"])
+def test_compiled_elementwise_comparison_runs_at_a_tiny_size(
+    divergence: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``elementwise_ops.py --compiled`` compiles the block function, checks it against the eager
+    fused kernel (it exits on a difference) and prints the ratio (slow: inductor compiles C++)."""
+    import runpy
+
+    path = Path(__file__).parents[1] / "scripts" / "elementwise_ops.py"
+    argv = f"--compiled --chunk 8 --vocab 97 --repeat 1 --divergence {divergence}".split()
+    monkeypatch.setattr("sys.argv", [str(path), *argv])
+    runpy.run_path(str(path), run_name="__main__")
+    assert "compiled / eager: " in capsys.readouterr().out
+
+
 def _fake_run(path: Path, times: dict[str, float], skipped: tuple[str, ...] = ()) -> Path:
     """A minimal ``askd bench loss`` output directory at 64 × 97 with the given row times."""
     records = [
