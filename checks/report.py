@@ -360,7 +360,7 @@ def build_report(out_dir: Path) -> str:
         "     the same functions that `pytest checks/` asserts on. checks/test_report.py runs the",
         "     generator in CI and compares this file with a fresh one, numbers masked. -->",
         "",
-        "ASKD as specified by askd-ref (`ASKD-SPEC.md` §7, §11). All computations are float64. Most bounds",
+        "ASKD as specified by askd-ref (`docs/method.md` §7). All computations are float64. Most bounds",
         "and constants come from the sympy derivations in `proofs/` (`docs/derivations.md`), lambdified;",
         "some closed forms are written out in `checks/` (grid.py, dynamics.py, meanmode.py, sharp.py) as",
         "independent second implementations. Exactness checks enumerate every sequence of tabular",

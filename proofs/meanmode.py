@@ -165,7 +165,7 @@ def derive_t1m_sgo_mean_mode() -> Derivation:
             ),
             Step(
                 "Exact coefficient for J_S^mean = E_q[log u(Δ̄)] "
-                "(spec §11; sympy: n·∂/∂q of q log u(Δ̄) equals it):",
+                "(docs/method.md §7; sympy: n·∂/∂q of q log u(Δ̄) equals it):",
                 js_expected,
             ),
             Step("φ = log u + 1/u − 1, with φ + φ' = c̃ and φ(0) = φ'(0) = 0:", phi),
