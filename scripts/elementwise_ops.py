@@ -35,9 +35,11 @@ eager kernel first; the compile time is printed apart. It answers whether a comp
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
+from typing import TypeVar
 
 import torch
 from torch import Tensor
@@ -46,20 +48,65 @@ from askd_ref import chunked
 from askd_ref.divergences import Divergence
 
 
-def chunk_work(rows: int, chunk: int, vocab: int, divergence: Divergence) -> Callable[[], float]:
+@dataclasses.dataclass(frozen=True)
+class ChunkInputs:
+    """One chunk's seeded logits and per-token columns, with the two chunk buffers the work
+    consumes (``reset`` restores the logits into them)."""
+
+    zs: Tensor  # (chunk, vocab) student logits
+    zt: Tensor  # (chunk, vocab) teacher logits
+    a: Tensor  # (chunk, 1) α (β) in [0.1, 0.9]
+    la: Tensor  # (chunk, 1) log α
+    l1a: Tensor  # (chunk, 1) log(1 − α)
+    w: Tensor  # (chunk, 1) loss weights
+    ids: Tensor  # (chunk, 1) target ids
+    s: Tensor  # (chunk, vocab) buffer, the student logits before each run
+    t: Tensor  # (chunk, vocab) buffer, the teacher logits before each run
+
+    @staticmethod
+    def make(chunk: int, vocab: int) -> ChunkInputs:
+        g = torch.Generator().manual_seed(0)
+        zs, zt = torch.randn(chunk, vocab, generator=g) * 2, torch.randn(chunk, vocab, generator=g) * 2
+        a = torch.rand(chunk, 1, generator=g) * 0.8 + 0.1
+        w, ids = torch.rand(chunk, 1, generator=g), torch.randint(0, vocab, (chunk, 1), generator=g)
+        buffers = torch.empty_like(zs), torch.empty_like(zt)
+        return ChunkInputs(zs, zt, a, a.log(), torch.log1p(-a), w, ids, *buffers)
+
+    def reset(self) -> None:
+        self.s.copy_(self.zs)
+        self.t.copy_(self.zt)
+
+
+K = TypeVar("K", bound=Hashable)
+
+
+def interleaved(runs: dict[K, Callable[[], float]], repeat: int) -> dict[K, list[float]]:
+    """``repeat`` rounds of every run (each returns its seconds), in alternating order, after a
+    warm-up round that is not kept."""
+    names = list(runs)
+    times: dict[K, list[float]] = {name: [] for name in names}
+    for k in range(repeat + 1):
+        for name in names if k % 2 else reversed(names):
+            elapsed = runs[name]()
+            if k:
+                times[name].append(elapsed)
+    return times
+
+
+def _passes(name: str, ts: list[float]) -> str:
+    passes = " ".join(f"{t * 1e3:.1f}" for t in ts)
+    return f"{name} median {statistics.median(ts) * 1e3:8.1f} ms  passes {passes}"
+
+
+def chunk_work(rows: int, x_in: ChunkInputs, divergence: Divergence) -> Callable[[], float]:
     """A callable that runs the element-wise work of one chunk in blocks of ``rows`` and returns
     its seconds (the logits are restored from a copy first, outside the timing)."""
-    g = torch.Generator().manual_seed(0)
-    zs, zt = torch.randn(chunk, vocab, generator=g) * 2, torch.randn(chunk, vocab, generator=g) * 2
-    s, t = torch.empty_like(zs), torch.empty_like(zt)
-    a = torch.rand(chunk, 1, generator=g) * 0.8 + 0.1  # α (β) in [0.1, 0.9]
-    la, l1a, w = a.log(), torch.log1p(-a), torch.rand(chunk, 1, generator=g)
-    ids = torch.randint(0, vocab, (chunk, 1), generator=g)
+    chunk, vocab = x_in.zs.shape
+    s, t, ids = x_in.s, x_in.t, x_in.ids
     x, y = torch.empty(rows, vocab), torch.empty(rows, vocab)
 
     def run() -> float:
-        s.copy_(zs)
-        t.copy_(zt)
+        x_in.reset()
         t0 = time.perf_counter()
         for b0 in range(0, chunk, rows):
             b1 = min(chunk, b0 + rows)
@@ -68,7 +115,7 @@ def chunk_work(rows: int, chunk: int, vocab: int, divergence: Divergence) -> Cal
             sb.gather(1, ids[b0:b1])
             tb.gather(1, ids[b0:b1])
             n, blk = b1 - b0, slice(b0, b1)
-            params = (a[blk], la[blk], l1a[blk], w[blk])
+            params = (x_in.a[blk], x_in.la[blk], x_in.l1a[blk], x_in.w[blk])
             chunked._fused_kernel(int(divergence), sb, tb, x[:n], y[:n], *params, True)
         return time.perf_counter() - t0
 
@@ -78,23 +125,15 @@ def chunk_work(rows: int, chunk: int, vocab: int, divergence: Divergence) -> Cal
 def blocks_main(args: argparse.Namespace) -> None:
     """``--blocks``: one chunk's element-wise work per block size, rounds interleaved."""
     divergence = Divergence[args.divergence]
-    runs = {r: chunk_work(r, args.chunk, args.vocab, divergence) for r in args.blocks}
-    times: dict[int, list[float]] = {r: [] for r in args.blocks}
-    for k in range(args.repeat + 1):  # round 0 warms up and is not kept
-        for r in args.blocks if k % 2 else reversed(args.blocks):
-            t = runs[r]()
-            if k:
-                times[r].append(t)
+    x_in = ChunkInputs.make(args.chunk, args.vocab)
+    times = interleaved({r: chunk_work(r, x_in, divergence) for r in args.blocks}, args.repeat)
     picked = chunked._block_rows(args.vocab, torch.float32)
     print(
         f"element-wise work of one {args.chunk} x {args.vocab} float32 chunk ({args.divergence}), "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; chunked path's block: {picked} rows"
     )
     for r, ts in times.items():
-        passes = " ".join(f"{t * 1e3:.1f}" for t in ts)
-        mib = r * args.vocab * 4 / 2**20
-        med = statistics.median(ts) * 1e3
-        print(f"block {r:4d} rows ({mib:6.2f} MiB) median {med:8.1f} ms  passes {passes}")
+        print(_passes(f"block {r:4d} rows ({r * args.vocab * 4 / 2**20:6.2f} MiB)", ts))
 
 
 def _block_fn(divergence: Divergence) -> Callable[..., tuple[Tensor, Tensor]]:
@@ -136,14 +175,10 @@ def compiled_main(args: argparse.Namespace) -> None:
     rows = min(args.chunk, chunked._block_rows(args.vocab, torch.float32))
     if args.chunk % rows:
         raise SystemExit(f"--chunk must be a multiple of the block ({rows} rows): one shape, one compile")
-    g = torch.Generator().manual_seed(0)
-    zs = torch.randn(args.chunk, args.vocab, generator=g) * 2
-    zt = torch.randn(args.chunk, args.vocab, generator=g) * 2
-    a = torch.rand(args.chunk, 1, generator=g) * 0.8 + 0.1
-    la, l1a, w = a.log(), torch.log1p(-a), torch.rand(args.chunk, 1, generator=g)
-    s, t = torch.empty_like(zs), torch.empty_like(zt)
+    x_in = ChunkInputs.make(args.chunk, args.vocab)
+    s, t, a, la, l1a, w = x_in.s, x_in.t, x_in.a, x_in.la, x_in.l1a, x_in.w
     x, y = torch.empty(rows, args.vocab), torch.empty(rows, args.vocab)
-    grad = torch.empty_like(zs)
+    grad = torch.empty_like(s)
     compiled = torch.compile(_block_fn(divergence), dynamic=False, fullgraph=True)
 
     def eager(b: slice) -> Tensor:
@@ -157,9 +192,8 @@ def compiled_main(args: argparse.Namespace) -> None:
         return value
 
     first = slice(0, rows)
+    x_in.reset()
     t0 = time.perf_counter()
-    s.copy_(zs)
-    t.copy_(zt)
     v_compiled = fused(first)
     compile_s = time.perf_counter() - t0
     v_eager = eager(first)
@@ -167,29 +201,24 @@ def compiled_main(args: argparse.Namespace) -> None:
     if err > 1e-5:
         raise SystemExit(f"compiled block differs from the eager kernel by {err:.2e}")
 
-    def run(step: Callable[[slice], Tensor]) -> float:
-        s.copy_(zs)
-        t.copy_(zt)
-        t0 = time.perf_counter()
-        for b0 in range(0, args.chunk, rows):
-            step(slice(b0, b0 + rows))
-        return time.perf_counter() - t0
+    def timed(step: Callable[[slice], Tensor]) -> Callable[[], float]:
+        def run() -> float:
+            x_in.reset()
+            t0 = time.perf_counter()
+            for b0 in range(0, args.chunk, rows):
+                step(slice(b0, b0 + rows))
+            return time.perf_counter() - t0
 
-    times: dict[str, list[float]] = {"eager": [], "compiled": []}
-    steps = {"eager": eager, "compiled": fused}
-    for k in range(args.repeat + 1):  # round 0 warms up and is not kept
-        for name in ("eager", "compiled") if k % 2 else ("compiled", "eager"):
-            elapsed = run(steps[name])
-            if k:
-                times[name].append(elapsed)
+        return run
+
+    times = interleaved({"eager": timed(eager), "compiled": timed(fused)}, args.repeat)
     print(
         f"element-wise work of one {args.chunk} x {args.vocab} float32 chunk ({args.divergence}) in "
         f"{rows}-row blocks, torch {torch.__version__}, {torch.get_num_threads()} threads; "
         f"compile {compile_s:.1f} s, max |difference| {err:.1e}"
     )
     for name, ts in times.items():
-        passes = " ".join(f"{t * 1e3:.1f}" for t in ts)
-        print(f"{name:8s} median {statistics.median(ts) * 1e3:8.1f} ms  passes {passes}")
+        print(_passes(f"{name:8s}", ts))
     ratio = statistics.median(times["compiled"]) / statistics.median(times["eager"])
     print(f"compiled / eager: {ratio:.3f}")
 
