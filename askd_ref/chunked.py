@@ -28,11 +28,13 @@ every log-softmax, mixture and divergence runs in float32; logits are never roun
 the log-softmax (the defect of Liger-Kernel issue #1432). float64 stays float64. Gradients return
 in the dtype of each input.
 
-Two interchangeable per-chunk kernels compute the divergence values and their logit gradients:
+Three interchangeable per-chunk kernels compute the divergence values and their logit gradients:
 ``kernel="fused"`` (default) evaluates closed-form logit gradients with in-place operations in
 preallocated buffers; ``kernel="core"`` calls the library's own divergence functions
 (:func:`~askd_ref.skew_forward_kl`, …) on the chunk's log-probs and differentiates them with
-autograd. Both are tested against the full-logit path; ``"core"`` is the slower reference.
+autograd; ``kernel="compiled"`` (float32 on CPU) runs the fused kernel's formulas as a C kernel
+built at first use (:mod:`askd_ref.compiled`), a few passes per row instead of a dozen torch
+passes. All three are tested against the full-logit path; ``"core"`` is the slower reference.
 
 Alignment: ``student_hidden[:, t]`` is the hidden state that *predicts* ``target_ids[:, t]``.
 For a causal LM run on ``input_ids`` with response mask ``response_mask``, pass
@@ -48,6 +50,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from askd_ref import compiled
 from askd_ref._reduce import Reduction, mean_value, pool_sums, split_counts, token_counts
 from askd_ref._validation import (
     check_batch_mask,
@@ -101,7 +104,7 @@ def default_chunk_size(vocab: int, dtype: torch.dtype = torch.float32) -> int:
     return chunk
 
 
-Kernel: TypeAlias = Literal["fused", "core"]
+Kernel: TypeAlias = Literal["fused", "compiled", "core"]
 
 # Divergence codes of the packed token groups: the :class:`~askd_ref.divergences.Divergence`
 # members (an IntEnum), and _NONE for tokens whose log-probs only the sequence terms read.
@@ -460,6 +463,11 @@ class _Forward:
         t = None
         if self.teacher is not None and (dense or pack.teacher_tokens):
             t = self.teacher.project_chunk(c0, c1, self.bufs["t"])
+        if pack.kernel == "compiled" and t is not None:  # whole segments, one call each
+            for lo, hi, code in segs:
+                if code != _NONE:
+                    self.compiled(code, s, t, ids, c0, lo, hi)
+            segs = [seg for seg in segs if seg[2] == _NONE]
         for b0, b1, code in _blocks(segs, self.block):
             sb = torch.log_softmax(s[b0:b1], -1, out=s[b0:b1])
             self.s_tok[c0 + b0 : c0 + b1] = sb.gather(1, ids[b0:b1]).view(-1)
@@ -477,6 +485,25 @@ class _Forward:
         self.lse[c0:c1] = z_y - self.s_tok[c0:c1]  # z_y − log q(y) = log Σ_v exp z_v
         if self.grads is not None and dense:
             self.grads.accumulate_head_grads(s, self.student, c0)
+
+    def compiled(self, code: int, s: Tensor, t: Tensor, ids: Tensor, c0: int, b0: int, b1: int) -> None:
+        """Chunk rows [b0, b1) of one divergence through the compiled kernel: the log-softmaxes,
+        token log-probs, values and (into ``s``) the logit gradient in one call."""
+        pack, i0, i1 = self.pack, c0 + b0, c0 + b1
+        compiled.rows(
+            code,
+            s[b0:b1],
+            t[b0:b1],
+            ids[b0:b1].view(-1),
+            pack.param[i0:i1].view(-1),
+            pack.la[i0:i1].view(-1),
+            pack.l1a[i0:i1].view(-1),
+            pack.weight[i0:i1].view(-1),
+            self.grads is not None,
+            self.s_tok[i0:i1],
+            self.t_tok[i0:i1],
+            self.values[i0:i1],
+        )
 
     def kernel(self, code: int, s: Tensor, t: Tensor, i0: int) -> Tensor:
         """The divergence values of packed rows [i0, i0 + len(s)); their logit gradient into ``s``."""
@@ -696,8 +723,20 @@ def _check_chunk(chunk_size: object, kernel: object) -> None:
     bad_size = isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
     if chunk_size is not None and bad_size:
         raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
-    if kernel not in ("fused", "core"):
-        raise ValueError(f"kernel must be 'fused' or 'core', got {kernel!r}")
+    if kernel not in ("fused", "compiled", "core"):
+        raise ValueError(f"kernel must be 'fused', 'compiled' or 'core', got {kernel!r}")
+
+
+def _check_compiled(kernel: Kernel, heads: "_Heads") -> None:
+    """``kernel="compiled"`` runs float32 CPU work only, and needs its C build."""
+    if kernel != "compiled":
+        return
+    if heads.cdt != torch.float32 or heads.hs.device.type != "cpu":
+        raise ValueError(
+            "kernel='compiled' runs float32 on CPU (float32, bf16 or fp16 inputs on CPU); got compute "
+            f"dtype {heads.cdt} on {heads.hs.device}: use kernel='fused'"
+        )
+    compiled.load()  # raises CompiledKernelUnavailable, with the compiler's message
 
 
 def _scatter(rows: Tensor, values: Tensor, size: int) -> Tensor:
@@ -987,8 +1026,10 @@ def chunked_loss(
             do not depend on it beyond rounding); ``None``: :func:`default_chunk_size`.
         student_bias: optional ``(vocab,)`` output bias of the student.
         teacher_bias: optional ``(vocab,)`` output bias of the teacher.
-        kernel: ``"fused"`` (closed-form logit gradients, default) or ``"core"`` (the library's
-            divergence functions and autograd per chunk; slower, the reference).
+        kernel: ``"fused"`` (closed-form logit gradients, default), ``"compiled"`` (the same
+            formulas as a C kernel built at first use, float32 on CPU; see
+            :mod:`askd_ref.compiled`) or ``"core"`` (the library's divergence functions and
+            autograd per chunk; slower, the reference).
         temperature: τ > 0; student and teacher logits are divided by τ before the log-softmax
             (no τ² factor, as TRL and Liger-Kernel): the loss equals the full-logit loss on
             ``log_softmax((hidden @ weightᵀ + bias) / τ)``. Applies to every term, the token
@@ -1047,6 +1088,7 @@ def chunked_loss(
         num_tgo_tokens=num_tgo_tokens,
         num_sgo_tokens=num_sgo_tokens,
     )
+    _check_compiled(kernel, heads)
     plan = _plan(spec, batch, ctx, (m_t, m_s), heads.cdt)
     out = _run_heads(heads, mask, plan, tau, chunk_size, kernel)
     if out is None:

@@ -172,13 +172,17 @@ def _methods_and_options() -> Iterator[Any]:
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize(("method", "options"), list(_methods_and_options()))
-@pytest.mark.parametrize("kernel", ["fused", "core"])
+@pytest.mark.parametrize("kernel", ["fused", "compiled", "core"])
 def test_equals_full_logit_path(
     method: str, options: ASKDOptions | None, dtype: torch.dtype, kernel: str
 ) -> None:
     case = make_case(dtype)
     if method == "askd":
         case = with_behaviour(case)  # E13 on the SGO rows
+    if kernel == "compiled" and dtype == torch.float64:  # float32 work only: a clear refusal
+        with pytest.raises(ValueError, match="kernel='compiled' runs float32 on CPU"):
+            chunked_loss(method, **case.kwargs(), options=options, kernel="compiled")  # type: ignore[arg-type]
+        return
     full = run(lambda: full_path(method, case, options), case)
     chunked = run(
         lambda: chunked_loss(method, **case.kwargs(), options=options, chunk_size=5, kernel=kernel),  # type: ignore[arg-type]
@@ -221,7 +225,7 @@ def _error_ratio(actual: Tensor, expected: Tensor, dtype: torch.dtype, quantity:
     return float((err / (tol.atol + tol.rtol * expected.detach().double().abs())).max())
 
 
-@pytest.mark.parametrize("kernel", ["fused", "core"])
+@pytest.mark.parametrize("kernel", ["fused", "compiled", "core"])
 @pytest.mark.parametrize("method", DENSE)
 def test_extreme_inputs_float32_as_accurate_as_full_path(method: str, kernel: str) -> None:
     """At extreme inputs float32 itself loses the table's accuracy (plain RKL gradients of peaked

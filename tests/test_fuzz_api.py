@@ -46,6 +46,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import askd_ref
+from askd_ref import compiled
 from askd_ref.io import atomic_write_json
 from askd_ref.porting.tolerances import assert_close, tolerance
 
@@ -715,7 +716,7 @@ def build_chunked_loss(target: str, gen: Gen) -> Case:
         "quality": gen.rand((b,)).to(dtype),
         "group": torch.randint(2, (b,), generator=gen.g),
         "chunk_size": gen.choice([1, 2, 5, 4096]),
-        "kernel": gen.choice(["fused", "core"]),
+        "kernel": gen.choice(kernels(dtype)),
         "options": OPTION_PRESETS[gen.choice(sorted(OPTION_PRESETS))],
     }
     reads = dict(READS[method])
@@ -1465,6 +1466,16 @@ def extreme_group_body(target: str, data: st.DataObject) -> None:
     COUNTS[target]["extreme finite"] += 1
 
 
+def kernels(dtype: torch.dtype) -> list[str]:
+    """The chunked kernels that run ``dtype``: ``"compiled"`` for float32 work (float32 and half
+    inputs on CPU) where a C compiler is present."""
+    try:
+        compiled.find_compiler()
+    except compiled.CompiledKernelUnavailable:
+        return ["fused", "core"]
+    return ["fused", "core"] + (["compiled"] if dtype != torch.float64 else [])
+
+
 HIDDEN_EXTREMES = torch.tensor([0.0, 1.0, -1.0, 100.0, -100.0], dtype=torch.float64)
 
 
@@ -1515,7 +1526,7 @@ def extreme_chunked_body(target: str, data: st.DataObject) -> None:
             group=torch.randint(2, (b,), generator=gen.g),
             options=OPTION_PRESETS[gen.choice(sorted(OPTION_PRESETS))],
             chunk_size=gen.int(1, 4),
-            kernel=gen.choice(["fused", "core"]),
+            kernel=gen.choice(kernels(dtype)),
         )
         outs = _outputs(result)
         what = f"chunked_loss {method} {dtype}: {result}"
