@@ -13,7 +13,11 @@ row's buffers); it comes from ``askd bench loss``.
 Liger's loss is checked equal to askd-ref's ``gkd`` loss first, as in ``askd bench loss``.
 Without liger-kernel only askd_chunked / floor is measured.
 
+With ``--kernels fused compiled`` the askd-ref rows run once per chunked kernel, interleaved with
+the others, and each gets its ratios (``askd_chunked[compiled]`` / ``floor``, ...).
+
     python scripts/bound_ratios.py [--sizes 1024x32768,1024x151936] [--passes 3] [--json FILE]
+                                   [--kernels fused compiled]
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import argparse
 import dataclasses
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from askd_ref.bench import loss as bench
@@ -32,22 +37,39 @@ DEFAULT_SIZES = "1024x32768,4096x32768,16384x32768,1024x151936,4096x151936"
 RATIOS = (("askd_chunked", "floor"), ("askd_chunked_gkd", "liger_jsd_compiled"))
 
 
-def measure(tokens: int, vocab: int, passes: int) -> dict[str, Any]:
-    """Interleaved passes of the bounded rows at one configuration: times and ratios."""
+def _row(impl: str, kernel: str) -> str:
+    """The name of an askd-ref row run with ``kernel``: plain for the default kernel."""
+    return impl if kernel == "fused" else f"{impl}[{kernel}]"
+
+
+def measure(tokens: int, vocab: int, passes: int, kernels: Sequence[str] = ("fused",)) -> dict[str, Any]:
+    """Interleaved passes of the bounded rows at one configuration, the askd-ref rows once per
+    chunked kernel: times and ratios."""
     cfg = bench.BenchConfig(tokens=tokens, vocab=vocab)
-    impls = ["askd_chunked", "floor"]
+    x = bench.make_inputs(cfg)
+    # The same tensors, with the kernel of each askd-ref row in its configuration.
+    steps: dict[str, Callable[[], Any]] = {}
+    for k in kernels:
+        xk = dataclasses.replace(x, cfg=dataclasses.replace(cfg, kernel=k))
+        steps[_row("askd_chunked", k)] = lambda xk=xk: bench.STEPS["askd_chunked"](xk)
+    steps["floor"] = lambda: bench.STEPS["floor"](x)
+    ratios_of = [(_row("askd_chunked", k), "floor") for k in kernels]
     if bench.liger_available():
-        impls += ["askd_chunked_gkd", "liger_jsd_compiled"]
         small = bench.make_inputs(dataclasses.replace(cfg, tokens=cfg.seq_len, vocab=min(vocab, 1024)))
         bench.check_liger_value(small, bench.STEPS["liger_jsd_compiled"](small))
-    x = bench.make_inputs(cfg)
+        for k in kernels:
+            xk = dataclasses.replace(x, cfg=dataclasses.replace(cfg, kernel=k))
+            steps[_row("askd_chunked_gkd", k)] = lambda xk=xk: bench.STEPS["askd_chunked_gkd"](xk)
+        steps["liger_jsd_compiled"] = lambda: bench.STEPS["liger_jsd_compiled"](x)
+        ratios_of += [(_row("askd_chunked_gkd", k), "liger_jsd_compiled") for k in kernels]
+    impls = list(steps)
     times: dict[str, list[float]] = {impl: [] for impl in impls}
     first: dict[str, float] = {}
     for k in range(passes + 1):
         for impl in impls if k % 2 else reversed(impls):
             bench._clear(x)
             t0 = time.perf_counter()
-            bench.STEPS[impl](x)
+            steps[impl]()
             seconds = time.perf_counter() - t0
             if k:
                 times[impl].append(seconds)
@@ -55,12 +77,18 @@ def measure(tokens: int, vocab: int, passes: int) -> dict[str, Any]:
                 first[impl] = seconds
     medians = {impl: statistics.median(ts) for impl, ts in times.items()}
     ratios = {}
-    for num, den in RATIOS:
-        if num in medians and den in medians:
-            bound = bench.TARGETS[("time_s", num, den)]
-            value = medians[num] / medians[den]
-            ratios[f"{num}/{den}"] = {"value": value, "bound": bound, "met": value <= bound}
-    return {"tokens": tokens, "vocab": vocab, "times_s": times, "warmup_s": first, "ratios": ratios}
+    for num, den in ratios_of:
+        bound = bench.TARGETS[("time_s", num.split("[")[0], den)]
+        value = medians[num] / medians[den]
+        ratios[f"{num}/{den}"] = {"value": value, "bound": bound, "met": value <= bound}
+    return {
+        "tokens": tokens,
+        "vocab": vocab,
+        "kernels": list(kernels),
+        "times_s": times,
+        "warmup_s": first,
+        "ratios": ratios,
+    }
 
 
 def main() -> None:
@@ -68,17 +96,25 @@ def main() -> None:
     parser.add_argument("--sizes", default=DEFAULT_SIZES, help="tokens x vocab, comma-separated")
     parser.add_argument("--passes", type=int, default=3)
     parser.add_argument("--json", help="write the environment, every pass and the ratios here")
+    parser.add_argument(
+        "--kernels",
+        nargs="+",
+        choices=["fused", "compiled"],
+        default=["fused"],
+        help="chunked_loss kernels of the askd-ref rows, each its own row (default: fused); "
+        "rows of a kernel other than fused are named e.g. askd_chunked[compiled]",
+    )
     args = parser.parse_args()
     env_before = bench._environment("cpu")
     results = []
     for size in args.sizes.split(","):
         tokens, vocab = (int(v) for v in size.split("x"))
-        r = measure(tokens, vocab, args.passes)
+        r = measure(tokens, vocab, args.passes, args.kernels)
         results.append(r)
         print(f"{tokens} x {vocab}, {args.passes} interleaved passes each (s):")
         for impl, ts in r["times_s"].items():
             passes = " / ".join(f"{t:.2f}" for t in ts)
-            print(f"  {impl:20s} median {statistics.median(ts):7.2f}  passes {passes}")
+            print(f"  {impl:26s} median {statistics.median(ts):7.2f}  passes {passes}")
         for name, q in r["ratios"].items():
             verdict = "met" if q["met"] else "NOT MET"
             print(f"  time {name}: {q['value']:.3f} (bound {q['bound']}) {verdict}", flush=True)

@@ -1,12 +1,13 @@
 """The loss benchmark: its peer implementations compute what they claim, and its outputs."""
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 import torch
 
-from askd_ref import DistillBatch, compute_loss
+from askd_ref import DistillBatch, compiled, compute_loss
 from askd_ref.bench import loss as bench
 from askd_ref.cli import main
 from askd_ref.cli.commands.bench_loss import _parse_sizes
@@ -69,6 +70,12 @@ TINY = bench.BenchConfig(tokens=64, vocab=97, hidden=8, seq_len=16)
 
 HAVE_LIGER = bench.liger_available()
 NO_LIGER = "liger-kernel is not importable (pip install --no-deps liger-kernel)"
+try:
+    compiled.find_compiler()
+    HAVE_CC = True
+except compiled.CompiledKernelUnavailable:
+    HAVE_CC = False
+NO_CC = "no C compiler ($CC, cc, gcc, clang) for kernel='compiled'"
 
 
 @pytest.mark.parametrize("impl", sorted(bench.STEPS))
@@ -197,7 +204,8 @@ def test_cli_writes_records_table_and_plot(tmp_path: Path) -> None:
     records = json.loads((out / "loss-bench.json").read_text())
     assert [r["impl"] for r in records] == list(bench.IMPLS)
     for r in records:
-        assert set(r) == {"tokens", "hidden", "vocab", "impl", "time_s", "peak_mb", "device"}
+        assert set(r) == {"tokens", "hidden", "vocab", "impl", "time_s", "peak_mb", "device", "kernel"}
+        assert r["kernel"] == "fused"
         assert (r["tokens"], r["hidden"], r["vocab"]) == (64, 8, 97)
         assert r["time_s"] > 0
         assert r["peak_mb"] > 0
@@ -205,6 +213,33 @@ def test_cli_writes_records_table_and_plot(tmp_path: Path) -> None:
     assert details["environment"]["trl"]
     assert (out / "loss-bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "askd_chunked" in (out / "loss-bench.md").read_text()
+
+
+@pytest.mark.skipif(not HAVE_CC, reason=NO_CC)
+def test_cli_runs_the_askd_rows_with_the_compiled_kernel(tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    argv = ["bench", "loss", "--out", str(out), "--sizes", "64x97", "--hidden", "8", "--seq-len", "16"]
+    code = main([*argv, "--repeats", "1", "--quiet", "--impls", "askd_chunked,floor", "--kernel", "compiled"])
+    assert code == 0
+    records = json.loads((out / "loss-bench.json").read_text())
+    assert [r["impl"] for r in records] == ["askd_chunked", "floor"]
+    assert {r["kernel"] for r in records} == {"compiled"}
+    assert "kernel compiled" in (out / "loss-bench.md").read_text()
+
+
+@pytest.mark.skipif(not HAVE_CC, reason=NO_CC)
+def test_compiled_kernel_rows_and_values() -> None:
+    """The askd-ref rows compute the same loss and gradient with either kernel."""
+    a = bench.make_inputs(TINY)
+    b = bench.make_inputs(dataclasses.replace(TINY, kernel="compiled"))
+    for impl in ("askd_chunked", "askd_chunked_gkd"):
+        la, lb = bench.STEPS[impl](a), bench.STEPS[impl](b)
+        assert_close(lb, la, tolerance(torch.float32), what=f"{impl} loss")
+    assert a.hs.grad is not None
+    assert b.hs.grad is not None
+    assert_close(b.hs.grad, a.hs.grad, tolerance(torch.float32, "grad"), what="hidden gradient")
+    with pytest.raises(ValueError, match="kernel must be 'fused' or 'compiled'"):
+        dataclasses.replace(TINY, kernel="core")
 
 
 def _gkd_reference_f64(x: bench.Inputs, beta: float) -> torch.Tensor:
@@ -301,6 +336,12 @@ def test_memory_prediction_scales_chunked_rows_with_the_vocabulary_only() -> Non
         ("elementwise_ops.py", "--rows 2 --vocab 97 --repeat 2", "logaddexp with a column"),
         ("elementwise_ops.py", "--blocks 1 4 --chunk 8 --vocab 97 --repeat 1", "block    4 rows"),
         ("bound_ratios.py", "--sizes 512x97 --passes 1", "time askd_chunked/floor: "),
+        pytest.param(
+            "bound_ratios.py",
+            "--sizes 512x97 --passes 1 --kernels fused compiled",
+            "time askd_chunked[compiled]/floor: ",
+            marks=pytest.mark.skipif(not HAVE_CC, reason=NO_CC),
+        ),
     ],
 )
 def test_benchmark_scripts_run_at_a_tiny_size(

@@ -148,8 +148,13 @@ class BenchConfig:
     device: str = "cpu"
     chunk_size: int | None = None
     seed: int = 0
+    #: ``chunked_loss``'s kernel in the askd-ref rows: ``"fused"`` (the default, eager torch) or
+    #: ``"compiled"`` (the C row kernel, float32 on CPU).
+    kernel: str = "fused"
 
     def __post_init__(self) -> None:
+        if self.kernel not in ("fused", "compiled"):
+            raise ValueError(f"kernel must be 'fused' or 'compiled', got {self.kernel!r}")
         if self.tokens % self.seq_len:
             raise ValueError(f"tokens ({self.tokens}) must be a multiple of seq_len ({self.seq_len})")
         if self.dtype not in ("float32", "bfloat16"):
@@ -219,6 +224,7 @@ def _chunked(x: Inputs, method: str) -> Tensor:
         is_tgo=x.is_tgo,
         quality=x.quality,
         chunk_size=x.cfg.chunk_size,
+        kernel="compiled" if x.cfg.kernel == "compiled" else "fused",
     )
     torch.autograd.backward(out.loss)
     return out.loss.detach()
@@ -639,6 +645,8 @@ def _markdown(records: Sequence[dict[str, Any]], skipped: Sequence[dict[str, Any
         lines.append(f"| {s['tokens']} | {s['vocab']} | {s['impl']} | — | — | not run: {s['reason']} | |")
     lines.append("")
     lines.append("a = askd_chunked; for the liger_* rows a = askd_chunked_gkd (the same loss as Liger's).")
+    kernels = sorted({r.get("kernel", "fused") for r in records})
+    lines.append(f"askd-ref's chunked rows ran `chunked_loss(kernel=...)` with kernel {', '.join(kernels)}.")
     lines.extend(f"- {n}" for n in notes)
     return "\n".join(lines) + "\n"
 
@@ -697,6 +705,7 @@ def run_loss_bench(
     dtype: str = "float32",
     repeats: int | None = None,
     chunk_size: int | None = None,
+    kernel: str = "fused",
     extras: bool = True,
     liger: bool | None = None,
     only: Sequence[str] | None = None,
@@ -712,10 +721,20 @@ def run_loss_bench(
     ``memory_fraction`` of the memory available now is not run, and the details file says so.
     ``liger``: run the Liger rows (:data:`LIGER_IMPLS`); ``None`` (default): when
     ``liger-kernel`` is importable; ``True`` without it is an error. ``only``: run just these
-    implementations (names of :data:`STEPS`), in the usual order.
+    implementations (names of :data:`STEPS`), in the usual order. ``kernel``: the chunked
+    kernel of the askd-ref rows (``"fused"`` or ``"compiled"``, see :class:`BenchConfig`).
     """
     from tqdm import tqdm
 
+    if kernel == "compiled":
+        from askd_ref import compiled
+
+        if not device.startswith("cpu"):
+            raise ValueError(f"kernel 'compiled' runs on CPU only, got device {device!r}")
+        try:
+            compiled.load()
+        except compiled.CompiledKernelUnavailable as exc:
+            raise ValueError(str(exc)) from exc
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("device 'cuda' requested but torch.cuda.is_available() is False")
     if sizes is None:
@@ -740,6 +759,7 @@ def run_loss_bench(
                 dtype=dtype,
                 device=device,
                 chunk_size=chunk_size,
+                kernel=kernel,
             )
             results: dict[str, dict[str, Any]] = {}
             for impl in impls:
@@ -866,6 +886,7 @@ def _record(cfg: BenchConfig, impl: str, result: dict[str, Any], device_name: st
         "time_s": statistics.median(result["times_s"]),
         "peak_mb": result["peak_mb"],
         "device": device_name,
+        "kernel": cfg.kernel,
         **({"compile_s": result["compile_s"]} if "compile_s" in result else {}),
     }
 

@@ -69,6 +69,13 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
         help="chunk size of askd_chunked (default: the library's default)",
     )
     parser.add_argument(
+        "--kernel",
+        choices=["fused", "compiled"],
+        default="fused",
+        help="chunked_loss kernel of the askd-ref rows: fused (eager torch, the default) or compiled "
+        "(the C row kernel, float32 on CPU, built at first use)",
+    )
+    parser.add_argument(
         "--no-extras",
         action="store_true",
         help="skip the extra askd_seq_chunked row (always skipped by --quick)",
@@ -110,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
             dtype=args.dtype,
             repeats=args.repeats,
             chunk_size=args.chunk_size,
+            kernel=args.kernel,
             extras=not (args.no_extras or args.quick),
             liger=False if args.no_liger else None,
             only=None if args.impls is None else [i.strip() for i in args.impls.split(",") if i.strip()],
