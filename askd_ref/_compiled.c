@@ -10,8 +10,8 @@
  * Built at first use by askd_ref/compiled.py with the system C compiler (-O3 -march=native); plain
  * C99 that GCC and Clang vectorise (the per-lane loops below), POSIX threads for the rows.
  *
- * Numerics (float32): exp and log(1 + u) are the cephes expf/logf polynomials (at most 1 and
- * 1.5 ulp, measured by tests/test_compiled.py); exp underflows to 0 below −87.34 (the smallest normal float, e^−87.34 ≈ 1.2e−38) where
+ * Numerics (float32): exp and log(1 + u) are the cephes expf/logf polynomials (at most
+ * 1.5 ulp each, measured by tests/test_compiled.py); exp underflows to 0 below −87.34 (the smallest normal float, e^−87.34 ≈ 1.2e−38) where
  * torch.exp returns subnormals. Log-probs are formed as (z − max) − log Σ exp(z − max), as
  * torch.log_softmax does. Row sums accumulate in 16 lanes, then add the lanes.
  * tests/test_compiled.py checks these functions against float64 and the kernel against the eager
@@ -145,15 +145,79 @@ static void row_lse(const float *restrict x, int64_t n, float *max, float *log_s
         for (; i < V; i++) { const int64_t v = i; const int k = 0; __VA_ARGS__ }      \
     } while (0)
 
-/* s_v ← w·(q_v·c − t_v), q = softmax(s): the closing pass of the divergences whose gradient needs a
-   row sum c. */
-static void grad_pass(float *restrict s, const float *restrict t, int64_t V, float m, float lsum,
-                      float c, float w) {
-    for (int64_t v = 0; v < V; v++) s[v] = w * (exp_f((s[v] - m) - lsum) * c - t[v]);
+/* s_v ← w·(s_v·c − t_v): the closing pass of the divergences whose gradient needs a row sum c,
+   with q already in s. */
+static void grad_pass(float *restrict s, const float *restrict t, int64_t V, float c, float w) {
+    for (int64_t v = 0; v < V; v++) s[v] = w * (s[v] * c - t[v]);
 }
 
-/* One row: s, t hold the student's and teacher's logits; s ends as w·∂D/∂z if want_grad, t as
-   scratch. */
+/* One exponential for two probabilities. With x = log(k·a/b) for probabilities a, b and a
+   constant k, logaddexp(x, c) takes u = exp(lo − hi) ≤ 1 anyway; then the larger-weighted of a, b
+   is exp of its log-prob and the other is that times u and a ratio of the constants: no second
+   exponential, and no division by a possibly vanishing u. "Fast" rows use it; a parameter within
+   2⁻²⁴ of 0 or 1 would make those ratios overflow, so such rows take both exponentials. */
+#define FAST_PARAM(a) ((a) >= 0x1p-24f && (a) <= 1.0f - 0x1p-24f)
+
+/* SKL_α: m = αp + (1−α)q, x = log((1−α)q/p), y = log(m/p) = logaddexp(x, log α);
+   value −⟨p, y⟩, ∂/∂z = q·⟨p, r⟩ − p ⊙ r with r = (1−α)q/m. q goes to s, p·r to t. */
+#define SKL_BODY(FAST)                                                                    \
+    const float ls = (s[v] - ms) - lss, lt = (t[v] - mt) - lst;                           \
+    const float x = l1a + ls - lt;                                                        \
+    const int qbig = x >= la;                                                             \
+    const float hi = qbig ? x : la, lo = qbig ? la : x;                                   \
+    const float u = exp_f(lo - hi);                                                       \
+    const float inv = 1.0f / (1.0f + u);                                                  \
+    const float y = hi + log1p_unit(u);                                                   \
+    const float rr = qbig ? inv : u * inv;                                                \
+    const float e = FAST ? exp_f(qbig ? ls : lt) : 0.0f;                                  \
+    const float p = FAST ? (qbig ? e * (k1 * u) : e) : exp_f(lt);                         \
+    const float q = FAST ? (qbig ? e : e * (k2 * u)) : exp_f(ls);                         \
+    acc[k] -= p * y;                                                                      \
+    const float pr = p * rr;                                                              \
+    acc2[k] += pr;                                                                        \
+    t[v] = pr;                                                                            \
+    s[v] = q;
+
+/* SRKL_α: m = (1−α)p + αq, x = log((1−α)p/q), y = log(m/q) = logaddexp(x, log α);
+   value −⟨q, y⟩, ∂/∂z = q ⊙ (c − g), g = y + αq/m (full) or y (stop). q goes to s, q·g to t. */
+#define SRKL_BODY(FAST)                                                                   \
+    const float ls = (s[v] - ms) - lss, lt = (t[v] - mt) - lst;                           \
+    const float x = l1a + lt - ls;                                                        \
+    const int pbig = x >= la;                                                             \
+    const float hi = pbig ? x : la, lo = pbig ? la : x;                                   \
+    const float u = exp_f(lo - hi);                                                       \
+    const float inv = 1.0f / (1.0f + u);                                                  \
+    const float y = hi + log1p_unit(u);                                                   \
+    const float rc = pbig ? u * inv : inv; /* αq/m */                                     \
+    const float e = exp_f(FAST && pbig ? lt : ls);                                        \
+    const float q = FAST && pbig ? e * (k1 * u) : e;                                      \
+    acc[k] -= q * y;                                                                      \
+    const float qg = q * (full ? y + rc : y);                                             \
+    acc2[k] += qg;                                                                        \
+    t[v] = qg;                                                                            \
+    s[v] = q;
+
+/* JSD_β: M = βp + (1−β)q, z = log(βp/q), y = log(M/q) = logaddexp(z, log(1−β));
+   value β⟨p, log(p/M)⟩ − (1−β)⟨q, y⟩, ∂/∂z = (1−β)·q ⊙ (⟨q, y⟩ − y). q goes to s, q·y to t. */
+#define GJSD_BODY(FAST)                                                                   \
+    const float ls = (s[v] - ms) - lss, lt = (t[v] - mt) - lst;                           \
+    const float x = lt - ls;                                                              \
+    const float z = x + la;                                                               \
+    const int pbig = z >= l1a;                                                            \
+    const float hi = pbig ? z : l1a, lo = pbig ? l1a : z;                                 \
+    const float u = exp_f(lo - hi);                                                       \
+    const float y = hi + log1p_unit(u);                                                   \
+    const float e = FAST ? exp_f(pbig ? lt : ls) : 0.0f;                                  \
+    const float p = FAST ? (pbig ? e : e * (k1 * u)) : exp_f(lt);                         \
+    const float q = FAST ? (pbig ? e * (k2 * u) : e) : exp_f(ls);                         \
+    acc[k] += p * (x - y);                                                                \
+    const float qy = q * y;                                                               \
+    acc2[k] += qy;                                                                        \
+    t[v] = qy;                                                                            \
+    s[v] = q;
+
+/* One row: s, t hold the student's and teacher's logits; s ends as w·∂D/∂z if want_grad (else
+   as q), t as scratch. */
 static void one_row(const job_t *j, int64_t r) {
     const int64_t V = j->vocab;
     float *restrict s = j->s + r * j->ld;
@@ -165,39 +229,23 @@ static void one_row(const job_t *j, int64_t r) {
     j->s_tok[r] = (s[id] - ms) - lss;
     j->t_tok[r] = (t[id] - mt) - lst;
     const float a = j->a[r], la = j->la[r], l1a = j->l1a[r], w = j->w[r];
-    const int g = j->want_grad;
+    const int g = j->want_grad, fast = FAST_PARAM(a);
+    const float k1 = fast ? (1.0f - a) / a : 0.0f, k2 = fast ? a / (1.0f - a) : 0.0f;
     float acc[LANES], acc2[LANES], value = 0.0f;
     switch (j->code) {
-    case SKL: /* Σ p log(p/m), m = αp + (1−α)q; y = log(m/p); ∂/∂z = q·⟨p, r⟩ − p ⊙ r, r = (1−α)q/m */
-        ROWLOOP({
-            const float ls = (s[v] - ms) - lss, lt = (t[v] - mt) - lst;
-            float rr, rc;
-            const float y = logaddexp_r(l1a + ls - lt, la, &rr, &rc);
-            const float p = exp_f(lt);
-            acc[k] -= p * y;
-            const float pr = p * rr;
-            acc2[k] += pr;
-            t[v] = pr;
-        });
+    case SKL:
+        if (fast) ROWLOOP(SKL_BODY(1));
+        else ROWLOOP(SKL_BODY(0));
         value = acc[0];
-        if (g) grad_pass(s, t, V, ms, lss, acc2[0], w);
+        if (g) grad_pass(s, t, V, acc2[0], w);
         break;
-    case SRKL_FULL: /* Σ q log(q/m), m = (1−α)p + αq; y = log(m/q); ∂/∂z = q ⊙ (c − x), x = y + αq/m */
-    case SRKL_STOP: /* the same value; x = y (the mixture held constant) */
-    {
+    case SRKL_FULL:
+    case SRKL_STOP: {
         const int full = j->code == SRKL_FULL;
-        ROWLOOP({
-            const float ls = (s[v] - ms) - lss, lt = (t[v] - mt) - lst;
-            float rr, rc;
-            const float y = logaddexp_r(l1a + lt - ls, la, &rr, &rc); /* rc = αq/m */
-            const float q = exp_f(ls);
-            acc[k] -= q * y;
-            const float qx = q * (full ? y + rc : y);
-            acc2[k] += qx;
-            t[v] = qx;
-        });
+        if (fast) ROWLOOP(SRKL_BODY(1));
+        else ROWLOOP(SRKL_BODY(0));
         value = acc[0];
-        if (g) grad_pass(s, t, V, ms, lss, full ? acc2[0] : -value, w);
+        if (g) grad_pass(s, t, V, full ? acc2[0] : -value, w);
         break;
     }
     case FKL: /* ⟨p, log p − log q⟩; ∂/∂z = q − p */
@@ -209,31 +257,23 @@ static void one_row(const job_t *j, int64_t r) {
         });
         value = acc[0];
         break;
-    case RKL: /* ⟨q, log q − log p⟩; ∂/∂z = q ⊙ (log q − log p − RKL) = q·(−RKL) − (−q ⊙ d) */
+    case RKL: /* ⟨q, d⟩, d = log q − log p; ∂/∂z = q ⊙ (d − RKL) = q·(−RKL) − (−q d) */
         ROWLOOP({
             const float ls = (s[v] - ms) - lss, lt = (t[v] - mt) - lst;
-            const float qd = exp_f(ls) * (ls - lt);
+            const float q = exp_f(ls);
+            const float qd = q * (ls - lt);
             acc[k] += qd;
             t[v] = -qd;
+            s[v] = q;
         });
         value = acc[0];
-        if (g) grad_pass(s, t, V, ms, lss, -value, w);
+        if (g) grad_pass(s, t, V, -value, w);
         break;
-    case GJSD: /* β⟨p, log(p/M)⟩ + (1−β)⟨q, log(q/M)⟩, M = βp + (1−β)q; y = log(M/q);
-                  ∂/∂z = (1−β)·q ⊙ (⟨q, y⟩ − y) */
-        ROWLOOP({
-            const float ls = (s[v] - ms) - lss, lt = (t[v] - mt) - lst;
-            const float x = lt - ls;
-            float rr, rc;
-            const float y = logaddexp_r(x + la, l1a, &rr, &rc);
-            const float p = exp_f(lt), q = exp_f(ls);
-            acc[k] += p * (x - y);
-            const float qy = q * y;
-            acc2[k] += qy;
-            t[v] = qy;
-        });
+    case GJSD:
+        if (fast) ROWLOOP(GJSD_BODY(1));
+        else ROWLOOP(GJSD_BODY(0));
         value = a * acc[0] - (1.0f - a) * acc2[0];
-        if (g) grad_pass(s, t, V, ms, lss, acc2[0], (1.0f - a) * w);
+        if (g) grad_pass(s, t, V, acc2[0], (1.0f - a) * w);
         break;
     }
     j->values[r] = value;

@@ -21,14 +21,22 @@ that cost.
     python scripts/elementwise_ops.py --blocks 1 2 4 8 [--chunk 1024] [--vocab 151936]
                                       [--divergence SKL] [--repeat 5]
 
-``--compiled`` times the same chunk's element-wise work, in the chunked path's row blocks, through
+``--inductor`` times the same chunk's element-wise work, in the chunked path's row blocks, through
 the eager fused kernel and through ``torch.compile`` (inductor) of the same block computation
 written as one function (both log-softmaxes, the divergence values and the logit gradient, for
 SKL, SRKL or the generalised JSD), rounds interleaved. The compiled block is checked against the
-eager kernel first; the compile time is printed apart. It answers whether a compiled kernel
-(``kernel="compiled"``) would pay on the machine at hand.
+eager kernel first; the compile time is printed apart. It answers whether torch.compile of the
+kernels would pay on the machine at hand.
 
-    python scripts/elementwise_ops.py --compiled [--chunk 1024] [--vocab 151936]
+    python scripts/elementwise_ops.py --inductor [--chunk 1024] [--vocab 151936]
+                                      [--divergence SKL] [--repeat 5]
+
+``--c-kernel`` times the same chunk's element-wise work through the eager fused kernel (the chunked
+path's row blocks) and through the C row kernel of ``kernel="compiled"`` (``askd_ref.compiled``,
+the whole chunk in one call), rounds interleaved, after checking that the two give the same
+token log-probs, values and logit gradients (float32 rows of the tolerance table).
+
+    python scripts/elementwise_ops.py --c-kernel [--chunk 1024] [--vocab 151936]
                                       [--divergence SKL] [--repeat 5]
 """
 
@@ -165,12 +173,12 @@ def _block_fn(divergence: Divergence) -> Callable[..., tuple[Tensor, Tensor]]:
 
     fns = {Divergence.SKL: skl, Divergence.SRKL_FULL: srkl, Divergence.GJSD: gjsd}
     if divergence not in fns:
-        raise SystemExit(f"--compiled covers {', '.join(d.name for d in fns)}, not {divergence.name}")
+        raise SystemExit(f"--inductor covers {', '.join(d.name for d in fns)}, not {divergence.name}")
     return fns[divergence]
 
 
-def compiled_main(args: argparse.Namespace) -> None:
-    """``--compiled``: one chunk's element-wise work, eager fused kernel against torch.compile."""
+def inductor_main(args: argparse.Namespace) -> None:
+    """``--inductor``: one chunk's element-wise work, eager fused kernel against torch.compile."""
     divergence = Divergence[args.divergence]
     rows = min(args.chunk, chunked._block_rows(args.vocab, torch.float32))
     if args.chunk % rows:
@@ -223,6 +231,57 @@ def compiled_main(args: argparse.Namespace) -> None:
     print(f"compiled / eager: {ratio:.3f}")
 
 
+def c_kernel_main(args: argparse.Namespace) -> None:
+    """``--c-kernel``: one chunk's element-wise work, eager fused kernel against the C kernel."""
+    from askd_ref import compiled
+    from askd_ref.porting.tolerances import assert_close, tolerance
+
+    divergence = Divergence[args.divergence]
+    x_in = ChunkInputs.make(args.chunk, args.vocab)
+    rows = chunked._block_rows(args.vocab, torch.float32)
+    eager_run = chunk_work(rows, x_in, divergence)
+    n = args.chunk
+    outs = [torch.empty(n) for _ in range(3)]  # token log-probs (student, teacher), values
+    cols = [v.view(-1) for v in (x_in.ids, x_in.a, x_in.la, x_in.l1a, x_in.w)]
+
+    def c_run() -> float:
+        x_in.reset()
+        t0 = time.perf_counter()
+        compiled.rows(int(divergence), x_in.s, x_in.t, *cols, True, *outs)
+        return time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    compiled.load()
+    build_s = time.perf_counter() - t0
+    # Check: the eager kernel in one block over the first rows, against the C kernel's rows.
+    m = min(n, 8)
+    s, t = torch.log_softmax(x_in.zs[:m], -1), torch.log_softmax(x_in.zt[:m], -1)
+    ids = x_in.ids[:m]
+    tok = s.gather(1, ids).view(-1), t.gather(1, ids).view(-1)
+    params = (x_in.a[:m], x_in.la[:m], x_in.l1a[:m], x_in.w[:m])
+    scratch = torch.empty_like(s), torch.empty_like(s)
+    values = chunked._fused_kernel(int(divergence), s, t, *scratch, *params, True)
+    c_run()
+    for what, mine, ref in (
+        ("student token log-probs", outs[0][:m], tok[0]),
+        ("teacher token log-probs", outs[1][:m], tok[1]),
+        ("values", outs[2][:m], values),
+        ("logit gradients", x_in.s[:m], s),
+    ):
+        quantity = "grad" if what == "logit gradients" else "value"
+        assert_close(mine, ref, tolerance(torch.float32, quantity), what=f"C kernel {what}")
+    times = interleaved({"eager": eager_run, "c": c_run}, args.repeat)
+    print(
+        f"element-wise work of one {n} x {args.vocab} float32 chunk ({args.divergence}), torch "
+        f"{torch.__version__}, {torch.get_num_threads()} threads; eager in blocks of {rows} rows; "
+        f"C kernel load/build {build_s:.2f} s; values and gradients checked"
+    )
+    print(_passes("eager fused kernel", times["eager"]))
+    print(_passes("C kernel          ", times["c"]))
+    ratio = statistics.median(times["c"]) / statistics.median(times["eager"])
+    print(f"C kernel / eager: {ratio:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=8)
@@ -231,11 +290,16 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, nargs="+", help="time one chunk's element-wise work per block")
     parser.add_argument("--chunk", type=int, default=1024)
     parser.add_argument("--divergence", default="SKL", choices=[d.name for d in Divergence])
-    parser.add_argument("--compiled", action="store_true", help="eager kernel against torch.compile")
+    parser.add_argument("--inductor", action="store_true", help="eager kernel against torch.compile")
+    parser.add_argument("--c-kernel", action="store_true", help="eager kernel against kernel='compiled'")
     args = parser.parse_args()
-    if args.compiled:
+    if args.c_kernel:
         args.repeat = args.repeat or 5
-        compiled_main(args)
+        c_kernel_main(args)
+        return
+    if args.inductor:
+        args.repeat = args.repeat or 5
+        inductor_main(args)
         return
     if args.blocks:
         args.repeat = args.repeat or 5

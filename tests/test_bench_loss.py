@@ -335,6 +335,12 @@ def test_memory_prediction_scales_chunked_rows_with_the_vocabulary_only() -> Non
         ),
         ("elementwise_ops.py", "--rows 2 --vocab 97 --repeat 2", "logaddexp with a column"),
         ("elementwise_ops.py", "--blocks 1 4 --chunk 8 --vocab 97 --repeat 1", "block    4 rows"),
+        pytest.param(
+            "elementwise_ops.py",
+            "--c-kernel --chunk 8 --vocab 97 --repeat 1 --divergence SRKL_FULL",
+            "C kernel / eager: ",
+            marks=pytest.mark.skipif(not HAVE_CC, reason=NO_CC),
+        ),
         ("bound_ratios.py", "--sizes 512x97 --passes 1", "time askd_chunked/floor: "),
         pytest.param(
             "bound_ratios.py",
@@ -358,15 +364,15 @@ def test_benchmark_scripts_run_at_a_tiny_size(
 
 @pytest.mark.slow
 @pytest.mark.parametrize("divergence", ["SKL", "SRKL_FULL", "GJSD"])
-def test_compiled_elementwise_comparison_runs_at_a_tiny_size(
+def test_inductor_elementwise_comparison_runs_at_a_tiny_size(
     divergence: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """``elementwise_ops.py --compiled`` compiles the block function, checks it against the eager
+    """``elementwise_ops.py --inductor`` compiles the block function, checks it against the eager
     fused kernel (it exits on a difference) and prints the ratio (slow: inductor compiles C++)."""
     import runpy
 
     path = Path(__file__).parents[1] / "scripts" / "elementwise_ops.py"
-    argv = f"--compiled --chunk 8 --vocab 97 --repeat 1 --divergence {divergence}".split()
+    argv = f"--inductor --chunk 8 --vocab 97 --repeat 1 --divergence {divergence}".split()
     monkeypatch.setattr("sys.argv", [str(path), *argv])
     runpy.run_path(str(path), run_name="__main__")
     assert "compiled / eager: " in capsys.readouterr().out
