@@ -159,3 +159,14 @@ def test_run_file_is_checked_before_heavy_imports(tmp_path):
     assert "student directory" in lines[1]
     assert "models/studnet' does not exist; did you mean" in lines[1]
     assert lines[1].endswith("models/student'?")
+
+
+def test_run_file_loss_kernel_reaches_the_config(tmp_path):
+    from askd_ref.cli.commands._errors import UsageError
+    from askd_ref.engine.run import load_run_config
+
+    cfg = load_run_config(_run_file(tmp_path, loss={"path": "chunked", "kernel": "compiled"}))
+    assert cfg.askd.loss_kernel == "compiled"
+    assert load_run_config(_run_file(tmp_path)).askd.loss_kernel == "fused"
+    with pytest.raises((UsageError, ValueError), match="loss_kernel must be"):
+        load_run_config(_run_file(tmp_path, loss={"kernel": "triton"}))

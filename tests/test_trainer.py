@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import TrainerCallback, TrainingArguments
 
-from askd_ref import METHODS
+from askd_ref import METHODS, compiled
 from askd_ref.engine.config import ASKDConfig
 from askd_ref.engine.forward import check_same_tokenizer
 from askd_ref.engine.items import PromptItem, Response, prompt_items_from_samples
@@ -18,6 +18,11 @@ from askd_ref.options import ASKDOptions
 from askd_ref.porting.tolerances import assert_close, tolerance
 from askd_ref.toy import Problem, ToyTask, build_tokenizer, tiny_llama
 
+try:
+    compiled.find_compiler()
+    HAVE_CC = True
+except compiled.CompiledKernelUnavailable:
+    HAVE_CC = False
 TOL = tolerance(torch.float32, "grad")
 
 
@@ -215,6 +220,35 @@ def test_chunked_and_full_loss_paths_agree(tok, teacher, student, tmp_path, meth
     lc = [h["loss"] for h in chunk.state.log_history if "loss" in h]
     assert lf == pytest.approx(lc, rel=TOL.rtol, abs=TOL.atol)
     assert_grads_close(gc[0], gf[0], f"{method}: chunked vs full")
+
+
+@pytest.mark.skipif(not HAVE_CC, reason="no C compiler for loss_kernel='compiled'")
+@pytest.mark.parametrize("method", ["askd", "gkd"])
+def test_compiled_loss_kernel_trains_like_the_fused_one(tok, teacher, student, tmp_path, method):
+    """``ASKDConfig(loss_kernel="compiled")`` reaches the chunked loss: same losses and gradients
+    as the default kernel (within the float32 table); a bad name is refused."""
+    items = make_items(tok, n=4, tgos_per_prompt=2)
+    runs = [
+        train(
+            tok,
+            teacher,
+            student,
+            method=method,
+            loss_path="chunked",
+            items=items,
+            tmp_path=tmp_path,
+            sgo_per_prompt=2,
+            loss_kernel=kernel,
+        )
+        for kernel in ("fused", "compiled")
+    ]
+    (fused, gf, _), (comp, gc, _) = runs
+    lf = [h["loss"] for h in fused.state.log_history if "loss" in h]
+    lc = [h["loss"] for h in comp.state.log_history if "loss" in h]
+    assert lf == pytest.approx(lc, rel=TOL.rtol, abs=TOL.atol)
+    assert_grads_close(gc[0], gf[0], f"{method}: compiled vs fused kernel")
+    with pytest.raises(ValueError, match="loss_kernel must be 'fused', 'compiled' or 'core'"):
+        ASKDConfig(loss_kernel="triton")  # type: ignore[arg-type]
 
 
 def test_padded_vocabulary_heads_are_sliced(tok, teacher, student, tmp_path):

@@ -13,10 +13,12 @@ from askd_ref.losses import REDUCTIONS
 from askd_ref.methods import METHODS, MethodNeeds, MethodSpec, check_method_params, method_spec
 from askd_ref.options import ASKDOptions
 
-__all__ = ["ASKDConfig", "LossPath", "SGORegime"]
+__all__ = ["ASKDConfig", "LossKernel", "LossPath", "SGORegime"]
 
 SGORegime = Literal["on_policy", "batched", "offline", "none"]
 LossPath = Literal["chunked", "full"]
+#: The chunked path's kernels (:data:`askd_ref.chunked.Kernel`).
+LossKernel = Literal["fused", "compiled", "core"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +77,12 @@ class ASKDConfig:
     chunk_size: int = 256
     """Token positions per chunk on the chunked path."""
 
+    loss_kernel: LossKernel = "fused"
+    """The chunked path's per-chunk kernel (:func:`askd_ref.chunked_loss`'s ``kernel``):
+    ``"fused"`` (eager torch, any device), ``"compiled"`` (a C kernel built at first use, float32
+    work on CPU only: a few percent faster per loss on the benchmark CPU) or ``"core"`` (autograd
+    through the library's divergences, the slow reference)."""
+
     loss_temperature: float = 1.0
     """τ of the loss: student and teacher logits are divided by τ before every log-softmax of
     the loss (no τ² factor; TRL's and Liger-Kernel's ``temperature``). ``temperature`` above is
@@ -128,6 +136,8 @@ class ASKDConfig:
             )
         if self.loss_path not in ("chunked", "full"):
             raise ValueError(f"loss_path must be 'chunked' or 'full', got {self.loss_path!r}")
+        if self.loss_kernel not in ("fused", "compiled", "core"):
+            raise ValueError(f"loss_kernel must be 'fused', 'compiled' or 'core', got {self.loss_kernel!r}")
         positive = (
             "sgo_per_prompt", "max_new_tokens", "generation_batch_size", "chunk_size", "log_samples_count",
         )

@@ -17,7 +17,7 @@ have complete examples)::
     quality_kwargs: {}
     sgo: {regime: on_policy, per_prompt: 1, temperature: 1.0, top_p: 1.0,
           max_new_tokens: 256, batch_size: 16, lmbda: null}   # lmbda: GKD's on-policy fraction
-    loss: {path: chunked, chunk_size: 256, temperature: 1.0, reduction: sample,
+    loss: {path: chunked, chunk_size: 256, kernel: fused, temperature: 1.0, reduction: sample,
            alpha: null, beta: null, loss_type: null, eps_a: null, gradual_beta: false}
     device: cuda                          # cpu | cuda[:N]
     dtype: bf16                           # fp32 | bf16 | fp16: mixed precision (student weights fp32)
@@ -136,6 +136,7 @@ class _SgoSection(_Section):
 class _LossSection(_Section):
     path: Annotated[Any, _Sets("loss_path")] = _UNSET
     chunk_size: Annotated[Any, _Sets("chunk_size")] = _UNSET
+    kernel: Annotated[Any, _Sets("loss_kernel")] = _UNSET
     temperature: Annotated[Any, _Sets("loss_temperature")] = _UNSET
     reduction: Annotated[Any, _Sets("reduction")] = _UNSET
     alpha: Annotated[Any, _Sets("alpha")] = _UNSET

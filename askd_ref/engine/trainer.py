@@ -549,6 +549,7 @@ class ASKDTrainer(Trainer):
                 group=group,
                 chunk_size=cfg.chunk_size,
                 temperature=float(cfg.loss_temperature),
+                kernel=cfg.loss_kernel,
                 **loss_kw,
             )
 
