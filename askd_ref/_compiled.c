@@ -74,16 +74,25 @@ static inline float log1p_unit(float u) {
     return f + log1p_poly(f) + e * -2.12194440e-4f + e * 0.693359375f;
 }
 
-/* logaddexp(x, c) = hi + log(1 + u), u = exp(lo − hi) in [0, 1]. Also *r = eˣ/(eˣ + eᶜ) and
-   *rc = 1 − *r = eᶜ/(eˣ + eᶜ), each without cancellation. */
+/* logaddexp(x, c) = hi + log(1 + u), u = exp(lo − hi) in [0, 1]. Also *xhi = (x ≥ c), *u and
+   *inv = 1/(1 + u): the ratios eˣ/(eˣ + eᶜ) and eᶜ/(eˣ + eᶜ) are inv and u·inv (which is which
+   by *xhi), each without cancellation, and u is the ratio the kernels derive a probability from. */
+static inline float logaddexp_u(float x, float c, int *xhi, float *u, float *inv) {
+    *xhi = x >= c;
+    const float hi = *xhi ? x : c, lo = *xhi ? c : x;
+    *u = exp_f(lo - hi);
+    *inv = 1.0f / (1.0f + *u);
+    return hi + log1p_unit(*u);
+}
+
+/* logaddexp(x, c), with *r = eˣ/(eˣ + eᶜ) and *rc = 1 − *r = eᶜ/(eˣ + eᶜ). */
 static inline float logaddexp_r(float x, float c, float *r, float *rc) {
-    const int xhi = x >= c;
-    const float hi = xhi ? x : c, lo = xhi ? c : x;
-    const float u = exp_f(lo - hi);
-    const float inv = 1.0f / (1.0f + u);
+    int xhi;
+    float u, inv;
+    const float y = logaddexp_u(x, c, &xhi, &u, &inv);
     *r = xhi ? inv : u * inv;
     *rc = xhi ? u * inv : inv;
-    return hi + log1p_unit(u);
+    return y;
 }
 
 /* The divergence codes: askd_ref.divergences.Divergence. */
@@ -162,12 +171,9 @@ static void grad_pass(float *restrict s, const float *restrict t, int64_t V, flo
    value −⟨p, y⟩, ∂/∂z = q·⟨p, r⟩ − p ⊙ r with r = (1−α)q/m. q goes to s, p·r to t. */
 #define SKL_BODY(FAST)                                                                    \
     const float ls = (s[v] - ms) - lss, lt = (t[v] - mt) - lst;                           \
-    const float x = l1a + ls - lt;                                                        \
-    const int qbig = x >= la;                                                             \
-    const float hi = qbig ? x : la, lo = qbig ? la : x;                                   \
-    const float u = exp_f(lo - hi);                                                       \
-    const float inv = 1.0f / (1.0f + u);                                                  \
-    const float y = hi + log1p_unit(u);                                                   \
+    int qbig;                                                                             \
+    float u, inv;                                                                         \
+    const float y = logaddexp_u(l1a + ls - lt, la, &qbig, &u, &inv);                      \
     const float rr = qbig ? inv : u * inv;                                                \
     const float e = FAST ? exp_f(qbig ? ls : lt) : 0.0f;                                  \
     const float p = FAST ? (qbig ? e * (k1 * u) : e) : exp_f(lt);                         \
@@ -182,12 +188,9 @@ static void grad_pass(float *restrict s, const float *restrict t, int64_t V, flo
    value −⟨q, y⟩, ∂/∂z = q ⊙ (c − g), g = y + αq/m (full) or y (stop). q goes to s, q·g to t. */
 #define SRKL_BODY(FAST)                                                                   \
     const float ls = (s[v] - ms) - lss, lt = (t[v] - mt) - lst;                           \
-    const float x = l1a + lt - ls;                                                        \
-    const int pbig = x >= la;                                                             \
-    const float hi = pbig ? x : la, lo = pbig ? la : x;                                   \
-    const float u = exp_f(lo - hi);                                                       \
-    const float inv = 1.0f / (1.0f + u);                                                  \
-    const float y = hi + log1p_unit(u);                                                   \
+    int pbig;                                                                             \
+    float u, inv;                                                                         \
+    const float y = logaddexp_u(l1a + lt - ls, la, &pbig, &u, &inv);                      \
     const float rc = pbig ? u * inv : inv; /* αq/m */                                     \
     const float e = exp_f(FAST && pbig ? lt : ls);                                        \
     const float q = FAST && pbig ? e * (k1 * u) : e;                                      \
@@ -202,11 +205,9 @@ static void grad_pass(float *restrict s, const float *restrict t, int64_t V, flo
 #define GJSD_BODY(FAST)                                                                   \
     const float ls = (s[v] - ms) - lss, lt = (t[v] - mt) - lst;                           \
     const float x = lt - ls;                                                              \
-    const float z = x + la;                                                               \
-    const int pbig = z >= l1a;                                                            \
-    const float hi = pbig ? z : l1a, lo = pbig ? l1a : z;                                 \
-    const float u = exp_f(lo - hi);                                                       \
-    const float y = hi + log1p_unit(u);                                                   \
+    int pbig;                                                                             \
+    float u, inv;                                                                         \
+    const float y = logaddexp_u(x + la, l1a, &pbig, &u, &inv);                            \
     const float e = FAST ? exp_f(pbig ? lt : ls) : 0.0f;                                  \
     const float p = FAST ? (pbig ? e : e * (k1 * u)) : exp_f(lt);                         \
     const float q = FAST ? (pbig ? e * (k2 * u) : e) : exp_f(ls);                         \
