@@ -466,7 +466,7 @@ class _Forward:
         if pack.kernel == "compiled" and t is not None:  # whole segments, one call each
             for lo, hi, code in segs:
                 if code != _NONE:
-                    self.compiled(code, s, t, ids, c0, lo, hi)
+                    self.compiled_rows(code, s, t, ids, c0, lo, hi)
             segs = [seg for seg in segs if seg[2] == _NONE]
         for b0, b1, code in _blocks(segs, self.block):
             sb = torch.log_softmax(s[b0:b1], -1, out=s[b0:b1])
@@ -486,7 +486,7 @@ class _Forward:
         if self.grads is not None and dense:
             self.grads.accumulate_head_grads(s, self.student, c0)
 
-    def compiled(self, code: int, s: Tensor, t: Tensor, ids: Tensor, c0: int, b0: int, b1: int) -> None:
+    def compiled_rows(self, code: int, s: Tensor, t: Tensor, ids: Tensor, c0: int, b0: int, b1: int) -> None:
         """Chunk rows [b0, b1) of one divergence through the compiled kernel: the log-softmaxes,
         token log-probs, values and (into ``s``) the logit gradient in one call."""
         pack, i0, i1 = self.pack, c0 + b0, c0 + b1

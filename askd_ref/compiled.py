@@ -36,7 +36,9 @@ from typing import Final
 import torch
 from torch import Tensor
 
-__all__ = ["SOURCE", "CompiledKernelUnavailable", "available", "load", "rows"]
+from askd_ref.io import atomic_write_bytes
+
+__all__ = ["SOURCE", "CompiledKernelUnavailable", "available", "has_compiler", "load", "rows"]
 
 #: The C source, shipped with the package.
 SOURCE: Final[Path] = Path(__file__).with_name("_compiled.c")
@@ -91,6 +93,15 @@ def find_compiler() -> str:
     raise CompiledKernelUnavailable("kernel='compiled' needs a C compiler: none of $CC, cc, gcc, clang found")
 
 
+def has_compiler() -> bool:
+    """Whether :func:`find_compiler` finds one (builds nothing; a found compiler may still fail)."""
+    try:
+        find_compiler()
+    except CompiledKernelUnavailable:
+        return False
+    return True
+
+
 def _cpu_signature() -> str:
     """What ``-march=native`` depends on: the CPU model and its feature flags (Linux), else the
     platform's processor string."""
@@ -106,8 +117,9 @@ def build(compiler: str | None = None, directory: Path | None = None) -> Path:
     """Compile ``_compiled.c`` into ``directory`` (default :func:`cache_dir`) unless a build of the
     same source, compiler and CPU is there; returns the shared library's path.
 
-    The library is written to a temporary file in the same directory and renamed into place, so
-    concurrent builds (several processes, several threads) never see a partial file.
+    The compiler writes into a private temporary directory; the library is then copied into place
+    with :func:`askd_ref.io.atomic_write_bytes`, so concurrent builds (several processes, several
+    threads) never see a partial file.
     """
     cc = compiler or find_compiler()
     out_dir = directory or cache_dir()
@@ -132,33 +144,40 @@ def build(compiler: str | None = None, directory: Path | None = None) -> Path:
         )
     ).hexdigest()[:16]
     name = f"askd_compiled-{key}.so"
-    fallback = Path(tempfile.gettempdir()) / f"askd-ref-{os.getuid() if hasattr(os, 'getuid') else 0}"
-    for candidate in (out_dir, fallback) if directory is None else (out_dir,):
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    fallback = Path(tempfile.gettempdir()) / f"askd-ref-{uid}"
+    candidates = (out_dir,) if directory is not None else (out_dir, fallback)
+    errors = []
+    for candidate in candidates:  # the first that has the build, or else can be written to
         if (candidate / name).exists():
             return candidate / name
         try:
             candidate.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(prefix=".askd_compiled-", suffix=".so", dir=candidate)
-            os.close(fd)
-            break
         except OSError as exc:
-            error = exc
+            errors.append(f"{candidate}: {exc}")
+            continue
+        if os.access(candidate, os.W_OK | os.X_OK):
+            break
+        errors.append(f"{candidate}: not writable")
     else:
-        raise CompiledKernelUnavailable(f"kernel='compiled': cannot write to {out_dir}: {error}")
-    target, tmp = Path(tmp_name).parent / name, Path(tmp_name)
+        raise CompiledKernelUnavailable(f"kernel='compiled': cannot write to {'; '.join(errors)}")
+    target = candidate / name
     try:
-        proc = subprocess.run(
-            [cc, *FLAGS, str(SOURCE), "-o", str(tmp), "-lm"], capture_output=True, text=True, timeout=300
-        )
-        if proc.returncode != 0:
-            raise CompiledKernelUnavailable(
-                f"kernel='compiled': compiling {SOURCE.name} with {cc!r} failed:\n{proc.stderr.strip()}"
-            )
-        os.replace(tmp, target)
+        with tempfile.TemporaryDirectory(prefix="askd_compiled-") as tmp:
+            built = Path(tmp) / name
+            command = [cc, *FLAGS, str(SOURCE), "-o", str(built), "-lm"]
+            proc = subprocess.run(command, capture_output=True, text=True, timeout=300)
+            if proc.returncode != 0:
+                raise CompiledKernelUnavailable(
+                    f"kernel='compiled': compiling {SOURCE.name} with {cc!r} failed:\n{proc.stderr.strip()}"
+                )
+            data = built.read_bytes()
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise CompiledKernelUnavailable(f"kernel='compiled': compiling with {cc!r} failed: {exc}") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
+    try:
+        atomic_write_bytes(target, data)
+    except OSError as exc:
+        raise CompiledKernelUnavailable(f"kernel='compiled': cannot write to {target}: {exc}") from exc
     return target
 
 

@@ -34,7 +34,6 @@ from askd_ref.io import atomic_write_json
 
 #: Every configuration of the full benchmark but 16384 × 151936 (about half an hour here).
 DEFAULT_SIZES = "1024x32768,4096x32768,16384x32768,1024x151936,4096x151936"
-RATIOS = (("askd_chunked", "floor"), ("askd_chunked_gkd", "liger_jsd_compiled"))
 
 
 def _row(impl: str, kernel: str) -> str:
@@ -50,17 +49,16 @@ def measure(
     cfg = bench.BenchConfig(tokens=tokens, vocab=vocab)
     x = bench.make_inputs(cfg)
     # The same tensors, with the kernel of each askd-ref row in its configuration.
+    xs = {k: dataclasses.replace(x, cfg=dataclasses.replace(cfg, kernel=k)) for k in kernels}
     steps: dict[str, Callable[[], Any]] = {}
-    for k in kernels:
-        xk = dataclasses.replace(x, cfg=dataclasses.replace(cfg, kernel=k))
+    for k, xk in xs.items():
         steps[_row("askd_chunked", k)] = lambda xk=xk: bench.STEPS["askd_chunked"](xk)
     steps["floor"] = lambda: bench.STEPS["floor"](x)
     ratios_of = [(_row("askd_chunked", k), "floor") for k in kernels]
     if liger and bench.liger_available():
         small = bench.make_inputs(dataclasses.replace(cfg, tokens=cfg.seq_len, vocab=min(vocab, 1024)))
         bench.check_liger_value(small, bench.STEPS["liger_jsd_compiled"](small))
-        for k in kernels:
-            xk = dataclasses.replace(x, cfg=dataclasses.replace(cfg, kernel=k))
+        for k, xk in xs.items():
             steps[_row("askd_chunked_gkd", k)] = lambda xk=xk: bench.STEPS["askd_chunked_gkd"](xk)
         steps["liger_jsd_compiled"] = lambda: bench.STEPS["liger_jsd_compiled"](x)
         ratios_of += [(_row("askd_chunked_gkd", k), "liger_jsd_compiled") for k in kernels]

@@ -70,11 +70,7 @@ TINY = bench.BenchConfig(tokens=64, vocab=97, hidden=8, seq_len=16)
 
 HAVE_LIGER = bench.liger_available()
 NO_LIGER = "liger-kernel is not importable (pip install --no-deps liger-kernel)"
-try:
-    compiled.find_compiler()
-    HAVE_CC = True
-except compiled.CompiledKernelUnavailable:
-    HAVE_CC = False
+HAVE_CC = compiled.has_compiler()
 NO_CC = "no C compiler ($CC, cc, gcc, clang) for kernel='compiled'"
 
 

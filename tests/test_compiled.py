@@ -29,11 +29,7 @@ from askd_ref.chunked import _fused_kernel
 from askd_ref.divergences import Divergence
 from askd_ref.porting.tolerances import assert_close, tolerance
 
-try:
-    compiled.find_compiler()
-    HAVE_CC = True
-except compiled.CompiledKernelUnavailable:
-    HAVE_CC = False
+HAVE_CC = compiled.has_compiler()
 
 pytestmark = pytest.mark.skipif(not HAVE_CC, reason="no C compiler ($CC, cc, gcc, clang) on this machine")
 

@@ -18,11 +18,7 @@ from askd_ref.options import ASKDOptions
 from askd_ref.porting.tolerances import assert_close, tolerance
 from askd_ref.toy import Problem, ToyTask, build_tokenizer, tiny_llama
 
-try:
-    compiled.find_compiler()
-    HAVE_CC = True
-except compiled.CompiledKernelUnavailable:
-    HAVE_CC = False
+HAVE_CC = compiled.has_compiler()
 TOL = tolerance(torch.float32, "grad")
 
 
@@ -193,33 +189,26 @@ def test_gradient_accumulation_equals_one_large_batch(
     assert any(float(g.abs().max()) > 1e-4 for g in g1[0].values())
 
 
+def assert_trains_alike(tok, teacher, student, tmp_path, method, **variants):
+    """Train ``method`` twice on the same items, once with each of the two config variants
+    (``name=dict(...)``): the logged losses and the gradients agree within the float32 table."""
+    items = make_items(tok, n=4, tgos_per_prompt=2)
+    (name_a, kw_a), (name_b, kw_b) = variants.items()
+    run_a, run_b = (
+        train(tok, teacher, student, method=method, items=items, tmp_path=tmp_path, sgo_per_prompt=2, **kw)
+        for kw in (kw_a, kw_b)
+    )
+    (ta, ga, _), (tb, gb, _) = run_a, run_b
+    la = [h["loss"] for h in ta.state.log_history if "loss" in h]
+    lb = [h["loss"] for h in tb.state.log_history if "loss" in h]
+    assert la == pytest.approx(lb, rel=TOL.rtol, abs=TOL.atol)
+    assert_grads_close(gb[0], ga[0], f"{method}: {name_b} vs {name_a}")
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_chunked_and_full_loss_paths_agree(tok, teacher, student, tmp_path, method):
-    items = make_items(tok, n=4, tgos_per_prompt=2)
-    full, gf, _ = train(
-        tok,
-        teacher,
-        student,
-        method=method,
-        loss_path="full",
-        items=items,
-        tmp_path=tmp_path,
-        sgo_per_prompt=2,
-    )
-    chunk, gc, _ = train(
-        tok,
-        teacher,
-        student,
-        method=method,
-        loss_path="chunked",
-        items=items,
-        tmp_path=tmp_path,
-        sgo_per_prompt=2,
-    )
-    lf = [h["loss"] for h in full.state.log_history if "loss" in h]
-    lc = [h["loss"] for h in chunk.state.log_history if "loss" in h]
-    assert lf == pytest.approx(lc, rel=TOL.rtol, abs=TOL.atol)
-    assert_grads_close(gc[0], gf[0], f"{method}: chunked vs full")
+    full, chunked = {"loss_path": "full"}, {"loss_path": "chunked"}
+    assert_trains_alike(tok, teacher, student, tmp_path, method, full=full, chunked=chunked)
 
 
 @pytest.mark.skipif(not HAVE_CC, reason="no C compiler for loss_kernel='compiled'")
@@ -227,26 +216,15 @@ def test_chunked_and_full_loss_paths_agree(tok, teacher, student, tmp_path, meth
 def test_compiled_loss_kernel_trains_like_the_fused_one(tok, teacher, student, tmp_path, method):
     """``ASKDConfig(loss_kernel="compiled")`` reaches the chunked loss: same losses and gradients
     as the default kernel (within the float32 table); a bad name is refused."""
-    items = make_items(tok, n=4, tgos_per_prompt=2)
-    runs = [
-        train(
-            tok,
-            teacher,
-            student,
-            method=method,
-            loss_path="chunked",
-            items=items,
-            tmp_path=tmp_path,
-            sgo_per_prompt=2,
-            loss_kernel=kernel,
-        )
-        for kernel in ("fused", "compiled")
-    ]
-    (fused, gf, _), (comp, gc, _) = runs
-    lf = [h["loss"] for h in fused.state.log_history if "loss" in h]
-    lc = [h["loss"] for h in comp.state.log_history if "loss" in h]
-    assert lf == pytest.approx(lc, rel=TOL.rtol, abs=TOL.atol)
-    assert_grads_close(gc[0], gf[0], f"{method}: compiled vs fused kernel")
+    assert_trains_alike(
+        tok,
+        teacher,
+        student,
+        tmp_path,
+        method,
+        fused={"loss_path": "chunked", "loss_kernel": "fused"},
+        compiled={"loss_path": "chunked", "loss_kernel": "compiled"},
+    )
     with pytest.raises(ValueError, match="loss_kernel must be 'fused', 'compiled' or 'core'"):
         ASKDConfig(loss_kernel="triton")  # type: ignore[arg-type]
 

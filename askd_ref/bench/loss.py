@@ -63,7 +63,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -150,7 +150,7 @@ class BenchConfig:
     seed: int = 0
     #: ``chunked_loss``'s kernel in the askd-ref rows: ``"fused"`` (the default, eager torch) or
     #: ``"compiled"`` (the C row kernel, float32 on CPU).
-    kernel: str = "fused"
+    kernel: Literal["fused", "compiled"] = "fused"
 
     def __post_init__(self) -> None:
         if self.kernel not in ("fused", "compiled"):
@@ -224,7 +224,7 @@ def _chunked(x: Inputs, method: str) -> Tensor:
         is_tgo=x.is_tgo,
         quality=x.quality,
         chunk_size=x.cfg.chunk_size,
-        kernel="compiled" if x.cfg.kernel == "compiled" else "fused",
+        kernel=x.cfg.kernel,
     )
     torch.autograd.backward(out.loss)
     return out.loss.detach()
@@ -705,7 +705,7 @@ def run_loss_bench(
     dtype: str = "float32",
     repeats: int | None = None,
     chunk_size: int | None = None,
-    kernel: str = "fused",
+    kernel: Literal["fused", "compiled"] = "fused",
     extras: bool = True,
     liger: bool | None = None,
     only: Sequence[str] | None = None,
