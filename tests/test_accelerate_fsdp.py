@@ -1,5 +1,8 @@
 """FSDP through accelerate on CPU processes: accelerate does not shard there, so a run that asks for
-FSDP stops with an error instead of silently training unsharded (2 gloo processes, and 1)."""
+FSDP stops with an error instead of silently training unsharded (2 gloo processes, and 1).
+
+Each rank writes its outcome to its own file: the two processes share one stdout pipe, and their
+prints can interleave within a line ("REFUSED:REFUSED: ...")."""
 
 import os
 import shutil
@@ -13,6 +16,8 @@ from tests.test_accelerate import _free_port
 
 WORKER = textwrap.dedent(
     """
+    import os
+    import pathlib
     import sys
     from transformers import TrainingArguments
     from askd_ref.toy import build_tokenizer, tiny_llama
@@ -30,9 +35,10 @@ WORKER = textwrap.dedent(
                     config=ASKDConfig(method="kd", sgo_regime="none", quality=None), train_dataset=items,
                     processing_class=tok)
     except ValueError as err:
-        print("REFUSED:", err, flush=True)
+        outcome = f"REFUSED: {err}"
     else:
-        print("NOT REFUSED", flush=True)
+        outcome = "NOT REFUSED"
+    pathlib.Path(sys.argv[2], f"rank{os.environ['RANK']}.txt").write_text(outcome)
     """
 )
 
@@ -67,13 +73,16 @@ def test_fsdp_launch_on_cpu_processes_is_refused(tmp_path):
         str(_free_port()),
         str(worker),
         str(tmp_path / "out"),
+        str(tmp_path),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = [x for x in proc.stdout.splitlines() if "REFUSED" in x]
-    assert len(lines) == 2, proc.stdout[-3000:]  # both ranks
-    assert all(x.startswith("REFUSED: FSDP was requested") and "MULTI_CPU" in x for x in lines), lines
+    outcomes = {p.name: p.read_text() for p in tmp_path.glob("rank*.txt")}
+    assert sorted(outcomes) == ["rank0.txt", "rank1.txt"], (outcomes, proc.stdout[-3000:])  # both ranks
+    for name, text in outcomes.items():
+        assert text.startswith("REFUSED: FSDP was requested"), (name, text)
+        assert "MULTI_CPU" in text, (name, text)
 
 
 def test_fsdp_requested_but_inactive_is_refused_in_process(tmp_path, monkeypatch):
