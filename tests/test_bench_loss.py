@@ -324,6 +324,12 @@ def test_memory_prediction_scales_chunked_rows_with_the_vocabulary_only() -> Non
     [
         ("floor_blocks.py", "--tokens 512 --vocab 97 --passes 1", "512 x 97: blocked / one block = "),
         ("profile_chunked.py", "--tokens 512 --vocab 97", "askd_chunked at 512 x 97: self CPU "),
+        pytest.param(
+            "profile_chunked.py",
+            "--tokens 512 --vocab 97 --kernel compiled",
+            "of which outside any operator",
+            marks=pytest.mark.skipif(not HAVE_CC, reason=NO_CC),
+        ),
         (
             "chunk_sizes.py",
             "--tokens 512 --vocab 97 --passes 1 --chunks 16 64 --matmuls",
