@@ -44,7 +44,7 @@ shift as :func:`~askd_ref.token_log_probs`.
 
 import dataclasses
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Final, Literal, TypeAlias
+from typing import Any, Final, Literal, TypeAlias, get_args
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -723,7 +723,7 @@ def _check_chunk(chunk_size: object, kernel: object) -> None:
     bad_size = isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
     if chunk_size is not None and bad_size:
         raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
-    if kernel not in ("fused", "compiled", "core"):
+    if kernel not in get_args(Kernel):
         raise ValueError(f"kernel must be 'fused', 'compiled' or 'core', got {kernel!r}")
 
 

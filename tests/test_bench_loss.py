@@ -327,7 +327,7 @@ def test_memory_prediction_scales_chunked_rows_with_the_vocabulary_only() -> Non
         pytest.param(
             "profile_chunked.py",
             "--tokens 512 --vocab 97 --kernel compiled",
-            "of which outside any operator",
+            "of which outside every recorded event",
             marks=pytest.mark.skipif(not HAVE_CC, reason=NO_CC),
         ),
         (

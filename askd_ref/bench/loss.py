@@ -63,7 +63,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor
@@ -96,6 +96,9 @@ IMPLS: tuple[str, ...] = ("askd_chunked", "askd_full", "distillm2_naive", "trl_g
 EXTRA_IMPLS: tuple[str, ...] = ("askd_seq_chunked",)
 #: The chunked peer: rows run when ``liger-kernel`` is importable (see the module docstring).
 LIGER_IMPLS: tuple[str, ...] = ("askd_chunked_gkd", "liger_jsd", "liger_jsd_compiled")
+#: ``chunked_loss`` kernels the askd-ref rows can run: the eager default and the C row kernel
+#: (float32 on CPU).
+BenchKernel = Literal["fused", "compiled"]
 #: Rows whose first full-size pass compiles: it runs before the timed passes, as ``compile_s``.
 COMPILED_IMPLS: frozenset[str] = frozenset({"liger_jsd_compiled"})
 
@@ -150,10 +153,10 @@ class BenchConfig:
     seed: int = 0
     #: ``chunked_loss``'s kernel in the askd-ref rows: ``"fused"`` (the default, eager torch) or
     #: ``"compiled"`` (the C row kernel, float32 on CPU).
-    kernel: Literal["fused", "compiled"] = "fused"
+    kernel: BenchKernel = "fused"
 
     def __post_init__(self) -> None:
-        if self.kernel not in ("fused", "compiled"):
+        if self.kernel not in get_args(BenchKernel):
             raise ValueError(f"kernel must be 'fused' or 'compiled', got {self.kernel!r}")
         if self.tokens % self.seq_len:
             raise ValueError(f"tokens ({self.tokens}) must be a multiple of seq_len ({self.seq_len})")
@@ -705,7 +708,7 @@ def run_loss_bench(
     dtype: str = "float32",
     repeats: int | None = None,
     chunk_size: int | None = None,
-    kernel: Literal["fused", "compiled"] = "fused",
+    kernel: BenchKernel = "fused",
     extras: bool = True,
     liger: bool | None = None,
     only: Sequence[str] | None = None,

@@ -7,8 +7,9 @@ reads it.
 import dataclasses
 import math
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
+from askd_ref.chunked import Kernel
 from askd_ref.losses import REDUCTIONS
 from askd_ref.methods import METHODS, MethodNeeds, MethodSpec, check_method_params, method_spec
 from askd_ref.options import ASKDOptions
@@ -18,7 +19,7 @@ __all__ = ["ASKDConfig", "LossKernel", "LossPath", "SGORegime"]
 SGORegime = Literal["on_policy", "batched", "offline", "none"]
 LossPath = Literal["chunked", "full"]
 #: The chunked path's kernels (:data:`askd_ref.chunked.Kernel`).
-LossKernel = Literal["fused", "compiled", "core"]
+LossKernel = Kernel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,7 +137,7 @@ class ASKDConfig:
             )
         if self.loss_path not in ("chunked", "full"):
             raise ValueError(f"loss_path must be 'chunked' or 'full', got {self.loss_path!r}")
-        if self.loss_kernel not in ("fused", "compiled", "core"):
+        if self.loss_kernel not in get_args(LossKernel):
             raise ValueError(f"loss_kernel must be 'fused', 'compiled' or 'core', got {self.loss_kernel!r}")
         positive = (
             "sgo_per_prompt", "max_new_tokens", "generation_batch_size", "chunk_size", "log_samples_count",

@@ -10,8 +10,8 @@ When ``liger-kernel`` is importable, the rows ``askd_chunked_gkd``, ``liger_jsd`
 chunked loss (``--no-liger`` skips them).
 
 Writes ``loss-bench.json`` (one record per configuration and implementation:
-``tokens, hidden, vocab, impl, time_s, peak_mb, device``, plus ``compile_s`` for a compiled
-row), ``loss-bench-details.json`` (every repeat, baseline memory, ratios, the acceptance
+``tokens, hidden, vocab, impl, time_s, peak_mb, device, kernel``, plus ``compile_s`` for a
+compiled row), ``loss-bench-details.json`` (every repeat, baseline memory, ratios, the acceptance
 checks, the environment and load average), ``loss-bench.md`` (the table) and
 ``loss-bench.png`` (the plot). What each implementation computes and how time and memory are
 measured: :mod:`askd_ref.bench.loss` and ``docs/benchmarks.md``.
