@@ -11,8 +11,9 @@
  * C99 that GCC and Clang vectorise (the per-lane loops below), POSIX threads for the rows.
  *
  * Numerics (float32): exp and log(1 + u) are the cephes expf/logf polynomials (at most
- * 1.5 ulp each, measured by tests/test_compiled.py); exp underflows to 0 below −87.34 (the smallest normal float, e^−87.34 ≈ 1.2e−38) where
- * torch.exp returns subnormals. Log-probs are formed as (z − max) − log Σ exp(z − max), as
+ * 1.5 ulp each, measured by tests/test_compiled.py); exp takes only the arguments ≤ 0 that the
+ * kernel has, and underflows to 0 below −87.34 (the smallest normal float, e^−87.34 ≈ 1.2e−38)
+ * where torch.exp returns subnormals. Log-probs are formed as (z − max) − log Σ exp(z − max), as
  * torch.log_softmax does. Row sums accumulate in 16 lanes, then add the lanes.
  * tests/test_compiled.py checks these functions against float64 and the kernel against the eager
  * kernels and autograd.
@@ -30,13 +31,16 @@
 static inline float bits_f(int32_t i) { float f; memcpy(&f, &i, 4); return f; }
 static inline int32_t f_bits(float f) { int32_t i; memcpy(&i, &f, 4); return i; }
 
-/* exp(x): n = round(x·log₂e), r = x − n·ln 2 (two-part ln 2), cephes expf polynomial, times 2ⁿ.
-   0 below −87.34 (2ⁿ would be subnormal), e^88 above 88 (the kernel's arguments are all ≤ 0);
-   NaN stays NaN. */
+/* exp(x) for x ≤ 0, −∞ or NaN, the only arguments the kernel has (log-probs, x − max, lo − hi):
+   n = round(x·log₂e) by adding and subtracting 1.5·2²³ (round to nearest even, as rintf; its bits
+   give n without a conversion), r = x − n·ln 2 (two-part ln 2), the cephes expf polynomial, times
+   2ⁿ. 0 below −87.34 (2ⁿ would be subnormal); NaN stays NaN. No upper clamp: 2ⁿ overflows for
+   x > 88.7, which the kernel never passes. */
 static inline float exp_f(float x) {
-    const float lo = -87.33654475f, hi = 88.0f;
-    const float xc = x < lo ? lo : (x > hi ? hi : x);
-    const float n = __builtin_rintf(xc * 1.44269504088896341f);
+    const float lo = -87.33654475f, shift = 12582912.0f;
+    const float xc = x < lo ? lo : x;
+    const float nb = xc * 1.44269504088896341f + shift;
+    const float n = nb - shift;
     float r = xc - n * 0.693359375f;
     r = r - n * -2.12194440e-4f;
     float p = 1.9875691500E-4f;
@@ -46,7 +50,7 @@ static inline float exp_f(float x) {
     p = p * r + 1.6666665459E-1f;
     p = p * r + 5.0000001201E-1f;
     p = p * r * r + r + 1.0f;
-    const float y = p * bits_f(((int32_t)n + 127) << 23);
+    const float y = p * bits_f((f_bits(nb) - f_bits(shift) + 127) << 23);
     return x < lo ? 0.0f : y;
 }
 
@@ -111,7 +115,8 @@ typedef struct {
 
 /* max_v x_v and log Σ_v exp(x_v − max) in one pass over memory: each PIECE-element piece is read
    once for its max and again, from L1, for its exponentials (the sum is rescaled when the running
-   max grows). */
+   max grows). The max loop prefetches the next piece: the hardware prefetchers alone left this
+   pass waiting on memory. */
 static void row_lse(const float *restrict x, int64_t n, float *max, float *log_sum) {
     float M = -INFINITY, S = 0.0f;
     for (int64_t i0 = 0; i0 < n; i0 += PIECE) {
@@ -120,8 +125,10 @@ static void row_lse(const float *restrict x, int64_t n, float *max, float *log_s
         float mx[LANES];
         for (int k = 0; k < LANES; k++) mx[k] = -INFINITY;
         int64_t i = 0;
-        for (; i + LANES <= m; i += LANES)
+        for (; i + LANES <= m; i += LANES) {
+            __builtin_prefetch(xs + i + PIECE, 0, 0); /* the next piece: one cache line per step */
             for (int k = 0; k < LANES; k++) mx[k] = mx[k] > xs[i + k] ? mx[k] : xs[i + k];
+        }
         float cm = -INFINITY;
         for (int k = 0; k < LANES; k++) cm = cm > mx[k] ? cm : mx[k];
         for (; i < m; i++) cm = cm > xs[i] ? cm : xs[i];

@@ -52,19 +52,20 @@ def _ulps(y: np.ndarray, exact: np.ndarray) -> float:
     return float((np.abs(y.astype(np.float64) - exact) / spacing).max())
 
 
-def test_exp_within_1_5_ulp_and_its_edges(lib: Any) -> None:
+def test_exp_of_non_positive_arguments_within_1_5_ulp_and_its_edges(lib: Any) -> None:
     rng = np.random.default_rng(0)
     x = np.concatenate(
         [
-            np.linspace(-87.3, 88.0, 2_000_001, dtype=np.float32),
+            np.linspace(-87.3, 0.0, 2_000_001, dtype=np.float32),
             rng.uniform(-87.3, 0, 10**6).astype(np.float32),
+            -np.logspace(-38, 1, 100_000).astype(np.float32),  # down to the tiniest arguments
         ]
     )
     assert _ulps(_unary(lib, "askd_exp", x), np.exp(x.astype(np.float64))) <= 1.5
-    edges = _unary(lib, "askd_exp", np.array([0.0, -87.34, -88.0, -1e4, -np.inf, np.nan], np.float32))
-    assert edges[0] == 1.0
-    assert (edges[1:5] == 0.0).all()  # below the smallest normal: 0, not a subnormal
-    assert np.isnan(edges[5])
+    edges = _unary(lib, "askd_exp", np.array([0.0, -0.0, -87.34, -88.0, -1e4, -np.inf, np.nan], np.float32))
+    assert (edges[:2] == 1.0).all()
+    assert (edges[2:6] == 0.0).all()  # below the smallest normal: 0, not a subnormal
+    assert np.isnan(edges[6])
 
 
 def test_log1p_unit_within_1_5_ulp_down_to_tiny_arguments(lib: Any) -> None:
