@@ -16,6 +16,13 @@ Without liger-kernel only askd_chunked / floor is measured.
 With ``--kernels fused compiled`` the askd-ref rows run once per chunked kernel, interleaved with
 the others, and each gets its ratios (``askd_chunked[compiled]`` / ``floor``, ...).
 
+Each ratio is reported three ways: the ratio of the rows' median times; the median of the
+per-round ratios (the two passes of a round run seconds apart, so machine drift between rounds
+cancels); and a distribution-free 95 % upper confidence bound of that median
+(``askd_ref.bench.loss.median_upper_bound``, the sign test's order statistic; it needs 5 rounds
+or more, 9 and 15 give the 8th and 12th smallest). A bound counts as shown when that upper
+confidence bound is within it, which treats the rounds as independent draws.
+
     python scripts/bound_ratios.py [--sizes 1024x32768,1024x151936] [--passes 3] [--json FILE]
                                    [--kernels fused compiled] [--no-liger]
 """
@@ -34,6 +41,8 @@ from askd_ref.io import atomic_write_json
 
 #: Every configuration of the full benchmark but 16384 × 151936 (about half an hour here).
 DEFAULT_SIZES = "1024x32768,4096x32768,16384x32768,1024x151936,4096x151936"
+#: Confidence of the upper bound of the median per-round ratio.
+CONFIDENCE = 0.95
 
 
 def _row(impl: str, kernel: str) -> str:
@@ -83,8 +92,20 @@ def measure(
         # The same ratio round by round: the two passes of one round run within seconds of each
         # other, the passes behind two medians possibly minutes apart, so this one is less moved
         # by the machine's drift.
-        paired = statistics.median(a / b for a, b in zip(times[num], times[den], strict=True))
-        ratios[f"{num}/{den}"] = {"value": value, "paired": paired, "bound": bound, "met": value <= bound}
+        per_round = [a / b for a, b in zip(times[num], times[den], strict=True)]
+        paired = statistics.median(per_round)
+        # A distribution-free 95 % upper confidence bound of that median (sign test; None below 5
+        # rounds): the bound is shown to hold when it is within the bound.
+        upper = bench.median_upper_bound(per_round, CONFIDENCE)
+        ratios[f"{num}/{den}"] = {
+            "value": value,
+            "paired": paired,
+            "paired_upper": upper,
+            "confidence": CONFIDENCE,
+            "bound": bound,
+            "met": value <= bound,
+            "shown": upper is not None and upper <= bound,
+        }
     return {
         "tokens": tokens,
         "vocab": vocab,
@@ -122,9 +143,14 @@ def main() -> None:
             print(f"  {impl:26s} median {statistics.median(ts):7.2f}  passes {passes}")
         for name, q in r["ratios"].items():
             verdict = "met" if q["met"] else "NOT MET"
+            if q["paired_upper"] is None:
+                shown = f"too few rounds for a {CONFIDENCE:.0%} upper bound (5 at least)"
+            else:
+                holds = "within the bound" if q["shown"] else "NOT within the bound"
+                shown = f"{CONFIDENCE:.0%} upper bound {q['paired_upper']:.3f}, {holds}"
             print(
                 f"  time {name}: {q['value']:.3f} (bound {q['bound']}) {verdict}; "
-                f"median of the per-round ratios {q['paired']:.3f}",
+                f"median of the {args.passes} per-round ratios {q['paired']:.3f}, {shown}",
                 flush=True,
             )
     load_after = bench._environment("cpu")["load_average_1_5_15"]

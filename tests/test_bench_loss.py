@@ -432,3 +432,40 @@ def test_merge_script_takes_later_rows_over_earlier_ones(
     monkeypatch.setattr("sys.argv", [str(path), str(first), str(second), "--label", "old", "--out", str(out)])
     with pytest.raises(ValueError, match="one per run"):
         runpy.run_path(str(path), run_name="__main__")
+
+
+@pytest.mark.parametrize("n", [5, 6, 9, 15, 21, 40])
+def test_median_upper_bound_is_the_sign_test_order_statistic(n: int) -> None:
+    """The bound is x₍ₖ₎ for the smallest k with P(Bin(n, ½) ≤ k − 1) ≥ 0.95 (scipy's binomial)."""
+    from scipy import stats
+
+    k = bench.median_upper_bound([float(i) for i in range(1, n + 1)])
+    assert k is not None
+    k = int(k)
+    assert stats.binom.cdf(k - 1, n, 0.5) >= 0.95
+    assert stats.binom.cdf(k - 2, n, 0.5) < 0.95
+
+
+def test_median_upper_bound_covers_the_median_at_its_rate() -> None:
+    """Monte Carlo over a skewed law (lognormal, median 1): the median exceeds the bound of 15
+    draws at the exact rate P(Bin(15, ½) ≥ 12) = 0.01758. Seed 0, 40000 trials; the band is ±5
+    binomial standard deviations (false-failure rate below 1e-6); a failure prints the count."""
+    from scipy import stats
+
+    rng = torch.Generator().manual_seed(0)
+    trials, n = 40_000, 15
+    draws = torch.randn(trials, n, generator=rng, dtype=torch.float64).exp()
+    misses = sum(bench.median_upper_bound(row.tolist()) < 1.0 for row in draws)  # type: ignore[operator]
+    rate = float(stats.binom.sf(11, n, 0.5))
+    sd = (rate * (1 - rate) / trials) ** 0.5
+    assert abs(misses / trials - rate) <= 5 * sd, (
+        f"{misses} misses in {trials} trials, expected {rate * trials:.0f}"
+    )
+
+
+def test_median_upper_bound_needs_enough_values_and_a_probability() -> None:
+    assert bench.median_upper_bound([3.0, 5.0, 1.0, 4.0, 2.0]) == 5.0  # in any order
+    assert bench.median_upper_bound([1.0, 2.0, 3.0, 4.0]) is None  # 1 − 2⁻⁴ < 0.95
+    assert bench.median_upper_bound([1.0, 2.0, 3.0, 4.0], confidence=0.9) == 4.0
+    with pytest.raises(ValueError, match="confidence"):
+        bench.median_upper_bound([1.0] * 9, confidence=1.0)

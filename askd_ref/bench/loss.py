@@ -82,6 +82,7 @@ __all__ = [
     "describe_device",
     "distillm2_naive_loss",
     "make_inputs",
+    "median_upper_bound",
     "memory_scale",
     "ratios",
     "run_loss_bench",
@@ -584,6 +585,38 @@ def ratios(records: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
                 entry[f"memory a/{other}"] = a["peak_mb"] / rows[other]["peak_mb"]
         out[f"{tokens}x{vocab}"] = entry
     return out
+
+
+def median_upper_bound(values: Sequence[float], confidence: float = 0.95) -> float | None:
+    """A distribution-free upper confidence bound for the median of i.i.d. ``values``.
+
+    With the values sorted, x₍₁₎ ≤ … ≤ x₍ₙ₎, it is x₍ₖ₎ for the smallest k with
+    P(Bin(n, ½) ≤ k − 1) ≥ ``confidence``: the median m exceeds x₍ₖ₎ only if at least k values
+    fall below m, which for continuous values has probability P(Bin(n, ½) ≥ k) ≤ 1 − confidence
+    whatever their distribution (the one-sided sign-test interval). ``None`` when n is too small
+    for the confidence (n < 5 at 0.95: even x₍ₙ₎ is exceeded by the median with probability 2⁻ⁿ).
+
+    The benchmark scripts apply it to per-round time ratios, whose two passes ran seconds apart:
+    "a/e ≤ 1.10" is shown when this bound of the median per-round ratio is within 1.10.
+
+    Example:
+        >>> median_upper_bound([1.0, 2.0, 3.0, 4.0, 5.0])  # n = 5: the largest, at 1 − 2⁻⁵
+        5.0
+        >>> median_upper_bound([float(v) for v in range(1, 16)])  # the 12th: P(Bin(15, ½) ≤ 11) = 0.982
+        12.0
+        >>> median_upper_bound([1.0, 2.0, 3.0]) is None
+        True
+    """
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence: expected a probability in (0, 1), got {confidence}")
+    xs = sorted(values)
+    n = len(xs)
+    below = 0  # Σ_{i < k} C(n, i)
+    for k in range(1, n + 1):
+        below += math.comb(n, k - 1)
+        if below / 2**n >= confidence:
+            return xs[k - 1]
+    return None
 
 
 def check_targets(
