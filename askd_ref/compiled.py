@@ -17,8 +17,8 @@ second. It runs float32 CPU tensors only and splits a chunk's rows over
 :class:`CompiledKernelUnavailable` with the compiler's message; the eager kernels need nothing.
 
 Numerics: exp and log(1 + u) are the cephes ``expf``/``logf`` polynomials (at most 1.5 ulp
-each in ``tests/test_compiled.py``); exp takes only the arguments ≤ 0 the kernel has (log-probs,
-x − max) and flushes to 0 below e^−87.34, the smallest normal float, where ``torch.exp`` returns
+each in ``tests/test_compiled.py``); exp has no upper clamp (valid up to 88; the kernel's arguments
+are all ≤ 0) and flushes to 0 below e^−87.34, the smallest normal float, where ``torch.exp`` returns
 subnormals; row sums accumulate in 16 lanes. Values and gradients agree with
 the eager kernel to the float32 rows of the tolerance table.
 """

@@ -52,11 +52,11 @@ def _ulps(y: np.ndarray, exact: np.ndarray) -> float:
     return float((np.abs(y.astype(np.float64) - exact) / spacing).max())
 
 
-def test_exp_of_non_positive_arguments_within_1_5_ulp_and_its_edges(lib: Any) -> None:
+def test_exp_within_1_5_ulp_and_its_edges(lib: Any) -> None:
     rng = np.random.default_rng(0)
     x = np.concatenate(
         [
-            np.linspace(-87.3, 0.0, 2_000_001, dtype=np.float32),
+            np.linspace(-87.3, 88.0, 2_000_001, dtype=np.float32),
             rng.uniform(-87.3, 0, 10**6).astype(np.float32),
             -np.logspace(-38, 1, 100_000).astype(np.float32),  # down to the tiniest arguments
         ]
