@@ -30,10 +30,8 @@ confidence bound is within it, which treats the rounds as independent draws.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import statistics
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from askd_ref.bench import loss as bench
@@ -42,78 +40,20 @@ from askd_ref.io import atomic_write_json
 #: Every configuration of the full benchmark but 16384 × 151936 (about half an hour here).
 DEFAULT_SIZES = "1024x32768,4096x32768,16384x32768,1024x151936,4096x151936"
 #: Confidence of the upper bound of the median per-round ratio.
-CONFIDENCE = 0.95
-
-
-def _row(impl: str, kernel: str) -> str:
-    """The name of an askd-ref row run with ``kernel``: plain for the default kernel."""
-    return impl if kernel == "fused" else f"{impl}[{kernel}]"
+CONFIDENCE = bench.CONFIDENCE
 
 
 def measure(
-    tokens: int, vocab: int, passes: int, kernels: Sequence[str] = ("fused",), liger: bool = True
+    tokens: int,
+    vocab: int,
+    passes: int,
+    kernels: Sequence[bench.BenchKernel] = ("fused",),
+    liger: bool = True,
 ) -> dict[str, Any]:
     """Interleaved passes of the bounded rows at one configuration, the askd-ref rows once per
-    chunked kernel: times and ratios."""
-    cfg = bench.BenchConfig(tokens=tokens, vocab=vocab)
-    x = bench.make_inputs(cfg)
-    # The same tensors, with the kernel of each askd-ref row in its configuration.
-    xs = {k: dataclasses.replace(x, cfg=dataclasses.replace(cfg, kernel=k)) for k in kernels}
-    steps: dict[str, Callable[[], Any]] = {}
-    for k, xk in xs.items():
-        steps[_row("askd_chunked", k)] = lambda xk=xk: bench.STEPS["askd_chunked"](xk)
-    steps["floor"] = lambda: bench.STEPS["floor"](x)
-    ratios_of = [(_row("askd_chunked", k), "floor") for k in kernels]
-    if liger and bench.liger_available():
-        small = bench.make_inputs(dataclasses.replace(cfg, tokens=cfg.seq_len, vocab=min(vocab, 1024)))
-        bench.check_liger_value(small, bench.STEPS["liger_jsd_compiled"](small))
-        for k, xk in xs.items():
-            steps[_row("askd_chunked_gkd", k)] = lambda xk=xk: bench.STEPS["askd_chunked_gkd"](xk)
-        steps["liger_jsd_compiled"] = lambda: bench.STEPS["liger_jsd_compiled"](x)
-        ratios_of += [(_row("askd_chunked_gkd", k), "liger_jsd_compiled") for k in kernels]
-    impls = list(steps)
-    times: dict[str, list[float]] = {impl: [] for impl in impls}
-    first: dict[str, float] = {}
-    for k in range(passes + 1):
-        for impl in impls if k % 2 else reversed(impls):
-            bench._clear(x)
-            t0 = time.perf_counter()
-            steps[impl]()
-            seconds = time.perf_counter() - t0
-            if k:
-                times[impl].append(seconds)
-            else:
-                first[impl] = seconds
-    medians = {impl: statistics.median(ts) for impl, ts in times.items()}
-    ratios = {}
-    for num, den in ratios_of:
-        bound = bench.TARGETS[("time_s", num.split("[")[0], den)]
-        value = medians[num] / medians[den]
-        # The same ratio round by round: the two passes of one round run within seconds of each
-        # other, the passes behind two medians possibly minutes apart, so this one is less moved
-        # by the machine's drift.
-        per_round = [a / b for a, b in zip(times[num], times[den], strict=True)]
-        paired = statistics.median(per_round)
-        # A distribution-free 95 % upper confidence bound of that median (sign test; None below 5
-        # rounds): the bound is shown to hold when it is within the bound.
-        upper = bench.median_upper_bound(per_round, CONFIDENCE)
-        ratios[f"{num}/{den}"] = {
-            "value": value,
-            "paired": paired,
-            "paired_upper": upper,
-            "confidence": CONFIDENCE,
-            "bound": bound,
-            "met": value <= bound,
-            "shown": upper is not None and upper <= bound,
-        }
-    return {
-        "tokens": tokens,
-        "vocab": vocab,
-        "kernels": list(kernels),
-        "times_s": times,
-        "warmup_s": first,
-        "ratios": ratios,
-    }
+    chunked kernel: times and ratios (:func:`askd_ref.bench.loss.interleaved_times`)."""
+    cfg = bench.BenchConfig(tokens=tokens, vocab=vocab, kernel=kernels[0])
+    return bench.interleaved_times(cfg, passes, kernels, liger=liger)
 
 
 def main() -> None:
@@ -128,7 +68,7 @@ def main() -> None:
         choices=["fused", "compiled"],
         default=["fused"],
         help="chunked_loss kernels of the askd-ref rows, each its own row (default: fused); "
-        "rows of a kernel other than fused are named e.g. askd_chunked[compiled]",
+        "rows of the kernels after the first are named e.g. askd_chunked[compiled]",
     )
     args = parser.parse_args()
     env_before = bench._environment("cpu")

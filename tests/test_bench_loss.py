@@ -201,7 +201,7 @@ def test_cli_writes_records_table_and_plot(tmp_path: Path) -> None:
     assert [r["impl"] for r in records] == list(bench.IMPLS)
     for r in records:
         assert set(r) == {"tokens", "hidden", "vocab", "impl", "time_s", "peak_mb", "device", "kernel"}
-        assert r["kernel"] == "fused"
+        assert r["kernel"] == bench.resolve_kernel("auto", "cpu")[0]  # the default, --kernel auto
         assert (r["tokens"], r["hidden"], r["vocab"]) == (64, 8, 97)
         assert r["time_s"] > 0
         assert r["peak_mb"] > 0
@@ -469,3 +469,144 @@ def test_median_upper_bound_needs_enough_values_and_a_probability() -> None:
     assert bench.median_upper_bound([1.0, 2.0, 3.0, 4.0], confidence=0.9) == 4.0
     with pytest.raises(ValueError, match="confidence"):
         bench.median_upper_bound([1.0] * 9, confidence=1.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# The kernel choice and the interleaved ratios.
+# ----------------------------------------------------------------------------------------------
+
+
+def test_auto_kernel_is_the_compiled_one_where_it_builds(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert bench.resolve_kernel("fused", "cpu") == ("fused", "asked for")
+    assert bench.resolve_kernel("auto", "cuda:0")[0] == "fused"
+    with pytest.raises(ValueError, match="CPU only"):
+        bench.resolve_kernel("compiled", "cuda")
+    with pytest.raises(ValueError, match="kernel must be one of"):
+        bench.resolve_kernel("core", "cpu")
+
+    def unavailable() -> None:
+        raise compiled.CompiledKernelUnavailable("kernel='compiled': no C compiler found\nmore")
+
+    if HAVE_CC:
+        assert bench.resolve_kernel("auto", "cpu")[0] == "compiled"
+    monkeypatch.setattr(compiled, "load", unavailable)
+    kernel, why = bench.resolve_kernel("auto", "cpu")
+    assert kernel == "fused"
+    assert why == "auto: the compiled kernel is unavailable (kernel='compiled': no C compiler found)"
+    with pytest.raises(ValueError, match="no C compiler found"):
+        bench.resolve_kernel("compiled", "cpu")
+
+
+def _expected_ratio(result: dict[str, object], num: str, den: str) -> tuple[float, float, float]:
+    """Median per-round ratio, ratio of medians and the 5-round upper bound (the largest
+    per-round ratio), recomputed from the passes with plain loops."""
+    times = result["times_s"]
+    assert isinstance(times, dict)
+    per_round = sorted(a / b for a, b in zip(times[num], times[den], strict=True))
+    n = len(per_round)
+    median = per_round[n // 2] if n % 2 else (per_round[n // 2 - 1] + per_round[n // 2]) / 2
+    a, b = sorted(times[num]), sorted(times[den])
+    return median, a[n // 2] / b[n // 2], per_round[-1]
+
+
+def test_interleaved_times_keeps_every_round_and_pairs_them() -> None:
+    result = bench.interleaved_times(TINY, 5, liger=False)
+    assert result["rounds"] == 5
+    assert result["kernels"] == ["fused"]
+    assert set(result["times_s"]) == {"askd_chunked", "floor"}
+    assert all(len(ts) == 5 and min(ts) > 0 for ts in result["times_s"].values())
+    assert set(result["warmup_s"]) == {"askd_chunked", "floor"}
+    ((name, q),) = result["ratios"].items()
+    assert name == "askd_chunked/floor"
+    paired, of_medians, largest = _expected_ratio(result, "askd_chunked", "floor")
+    assert q["paired"] == pytest.approx(paired, rel=1e-12)
+    assert q["value"] == pytest.approx(of_medians, rel=1e-12)
+    assert q["paired_upper"] == pytest.approx(largest, rel=1e-12)  # n = 5: x₍₅₎ at 1 − 2⁻⁵
+    assert q["bound"] == bench.TARGETS[("time_s", "askd_chunked", "floor")]
+    assert q["shown"] == (largest <= q["bound"])
+    assert q["met"] == (of_medians <= q["bound"])
+    few = bench.interleaved_times(TINY, 2, liger=False)["ratios"]["askd_chunked/floor"]
+    assert few["paired_upper"] is None
+    assert not few["shown"]
+    with pytest.raises(ValueError, match="rounds must be >= 1"):
+        bench.interleaved_times(TINY, 0)
+    with pytest.raises(ValueError, match="kernels must be some of"):
+        bench.interleaved_times(TINY, 1, ["core"])  # type: ignore[list-item]
+
+
+@pytest.mark.skipif(not HAVE_CC, reason=NO_CC)
+def test_interleaved_times_runs_one_askd_row_per_kernel() -> None:
+    result = bench.interleaved_times(TINY, 1, ["fused", "compiled"], liger=HAVE_LIGER)
+    rows = {"askd_chunked", "askd_chunked[compiled]", "floor"}
+    ratios = {"askd_chunked/floor", "askd_chunked[compiled]/floor"}
+    if HAVE_LIGER:
+        rows |= {"askd_chunked_gkd", "askd_chunked_gkd[compiled]", "liger_jsd_compiled"}
+        ratios |= {"askd_chunked_gkd/liger_jsd_compiled", "askd_chunked_gkd[compiled]/liger_jsd_compiled"}
+    assert set(result["times_s"]) == rows
+    assert set(result["ratios"]) == ratios
+    assert bench.row_name("askd_chunked", "compiled", "compiled") == "askd_chunked"
+
+
+def test_time_checks_use_the_interleaved_median_where_there_is_one() -> None:
+    records = [
+        _record("askd_chunked", 6.0, 1000.0),
+        _record("floor", 4.0, 1500.0),
+        _record("askd_chunked_gkd", 3.0, 900.0),
+        _record("liger_jsd_compiled", 4.0, 1000.0),
+    ]
+    paired = {
+        "rounds": 5,
+        "ratios": {
+            "askd_chunked/floor": {"paired": 1.05, "paired_upper": 1.12, "confidence": 0.95, "shown": False},
+        },
+    }
+    checks = {(c["quantity"], c["ratio"]): c for c in bench.check_targets(records, interleaved=paired)}
+    a_e = checks[("time_s", "askd_chunked/floor")]
+    assert a_e["method"] == "interleaved"
+    assert (a_e["value"], a_e["workers_value"], a_e["upper"], a_e["rounds"]) == (1.05, 1.5, 1.12, 5)
+    assert a_e["met"]
+    assert not a_e["shown"]
+    g_l = checks[("time_s", "askd_chunked_gkd/liger_jsd_compiled")]  # not interleaved: the workers' ratio
+    assert "method" not in g_l
+    assert g_l["value"] == 0.75
+    assert g_l["met"]
+    assert "method" not in checks[("peak_mb", "askd_chunked_gkd/liger_jsd_compiled")]  # memory: workers only
+    lines = bench.target_lines(records, {"4096x32768": paired})
+    line = next(x for x in lines if "askd_chunked/floor" in x)
+    assert "1.050 (bound 1.1): met; median of 5 interleaved per-round ratios" in line
+    assert "95% upper bound 1.120, NOT within the bound; separate workers 1.500" in line
+
+
+def test_driver_adds_the_interleaved_ratios_and_skips_them_beyond_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The driver's extra worker: its ratios in the details, the checks and the table; skipped,
+    with the reason, when the rows it holds at once would not fit."""
+    kwargs = {"sizes": [(64, 97)], "hidden": 8, "seq_len": 16, "repeats": 1, "progress": False}
+    only = ["askd_chunked", "floor"]
+    records = bench.run_loss_bench(tmp_path / "a", only=only, rounds=5, kernel="fused", **kwargs)  # type: ignore[arg-type]
+    details = json.loads((tmp_path / "a" / "loss-bench-details.json").read_text())
+    assert details["kernel"] == {"asked": "fused", "ran": "fused", "why": "asked for"}
+    result = details["interleaved"]["64x97"]
+    assert result["rounds"] == 5
+    assert set(result["ratios"]) == {"askd_chunked/floor"}
+    (check,) = [c for c in details["targets"]["64x97"] if c["ratio"] == "askd_chunked/floor"]
+    assert check["method"] == "interleaved"
+    assert check["value"] == pytest.approx(_expected_ratio(result, "askd_chunked", "floor")[0], rel=1e-12)
+    assert check["workers_value"] == pytest.approx(records[0]["time_s"] / records[1]["time_s"], rel=1e-12)
+    assert "| 64 | 97 | askd_chunked/floor | 5 |" in (tmp_path / "a" / "loss-bench.md").read_text()
+
+    # The rows' workers faked (no processes): 40 MB each above a 30 MB baseline, 60 MB free.
+    fake = {"times_s": [1.0], "peak_mb": 70.0, "base_mb": 30.0}
+    monkeypatch.setattr(bench, "_spawn", lambda *args: dict(fake))
+    monkeypatch.setattr(bench, "_spawn_interleaved", lambda *args: pytest.fail("ran beyond memory"))
+    monkeypatch.setattr(bench, "_available_mb", lambda: 60.0 / 0.7)
+    bench.run_loss_bench(tmp_path / "b", only=only, rounds=5, kernel="fused", **kwargs)  # type: ignore[arg-type]
+    details = json.loads((tmp_path / "b" / "loss-bench-details.json").read_text())
+    assert details["interleaved"] == {}
+    (skip,) = details["skipped"]
+    assert skip["impl"] == "interleaved ratios"
+    assert skip["reason"] == "predicted peak 0.11 GiB > 0.06 GiB"  # 30 + 2 × 40 = 110 MB > 60 MB
+    assert all("method" not in c for c in details["targets"]["64x97"])
+    with pytest.raises(ValueError, match="rounds must be >= 0"):
+        bench.run_loss_bench(tmp_path / "c", only=only, rounds=-1, **kwargs)  # type: ignore[arg-type]

@@ -49,6 +49,7 @@ configuration run one after another in the same ``askd bench loss`` run, on iden
 
 import argparse
 import dataclasses
+import functools
 import gc
 import importlib
 import json
@@ -70,21 +71,27 @@ from torch import Tensor
 
 __all__ = [
     "CHUNKED_IMPLS",
+    "CONFIDENCE",
     "EVERY_CONFIG_TARGETS",
     "EXTRA_IMPLS",
     "FLOOR_BLOCK",
     "IMPLS",
     "LIGER_IMPLS",
+    "PAIRED_RATIOS",
+    "QUICK_ROUNDS",
     "TARGETS",
     "BenchConfig",
     "check_targets",
     "configs_of",
     "describe_device",
     "distillm2_naive_loss",
+    "interleaved_times",
     "make_inputs",
     "median_upper_bound",
     "memory_scale",
     "ratios",
+    "resolve_kernel",
+    "row_name",
     "run_loss_bench",
     "sorted_records",
     "target_lines",
@@ -100,6 +107,8 @@ LIGER_IMPLS: tuple[str, ...] = ("askd_chunked_gkd", "liger_jsd", "liger_jsd_comp
 #: ``chunked_loss`` kernels the askd-ref rows can run: the eager default and the C row kernel
 #: (float32 on CPU).
 BenchKernel = Literal["fused", "compiled"]
+#: What the driver accepts: a :data:`BenchKernel`, or ``"auto"`` (see :func:`resolve_kernel`).
+KernelChoice = Literal["auto", "fused", "compiled"]
 #: Rows whose first full-size pass compiles: it runs before the timed passes, as ``compile_s``.
 COMPILED_IMPLS: frozenset[str] = frozenset({"liger_jsd_compiled"})
 
@@ -138,6 +147,18 @@ FULL_SIZES: tuple[tuple[int, int], ...] = tuple(
     (tokens, vocab) for vocab in (32768, 151936) for tokens in (1024, 4096, 16384)
 )
 QUICK_SIZES: tuple[tuple[int, int], ...] = ((4096, 32768),)
+
+#: The bounded time ratios that are also measured with their passes interleaved in one process:
+#: (numerator, denominator).
+PAIRED_RATIOS: tuple[tuple[str, str], ...] = (
+    ("askd_chunked", "floor"),
+    ("askd_chunked_gkd", "liger_jsd_compiled"),
+)
+#: Interleaved rounds per configuration under ``--quick`` (the full grid runs none unless asked):
+#: five is the fewest for which :func:`median_upper_bound` gives a 95 % bound.
+QUICK_ROUNDS: int = 5
+#: Confidence of the upper bound of the median per-round ratio.
+CONFIDENCE: float = 0.95
 
 
 @dataclasses.dataclass(frozen=True)
@@ -516,14 +537,113 @@ def _reset_peak() -> None:
         pass
 
 
+def row_name(impl: str, kernel: str, primary: str) -> str:
+    """The name of an askd-ref row run with ``kernel``: plain for the ``primary`` kernel, else
+    e.g. ``askd_chunked[compiled]``."""
+    return impl if kernel == primary else f"{impl}[{kernel}]"
+
+
+def interleaved_times(
+    cfg: BenchConfig, rounds: int, kernels: Sequence[BenchKernel] | None = None, liger: bool = True
+) -> dict[str, Any]:
+    """The bounded time ratios of :data:`PAIRED_RATIOS` at ``cfg``, their passes interleaved in
+    this process.
+
+    Separate workers (:func:`worker_run`) keep peak memory apart but run the rows they compare a
+    minute or more apart, while a shared machine's speed drifts by 10–25 % over minutes. Here the
+    rows run on the same inputs, one pass each per round, the order reversed every other round;
+    round 0 warms up (and compiles Liger at the full-size shapes) and is not kept. The two passes
+    of a round run seconds apart, so the median of the per-round ratios (``paired``) is little
+    moved by drift; :func:`median_upper_bound` gives its distribution-free upper confidence bound
+    at :data:`CONFIDENCE` (``paired_upper``, ``None`` below 5 rounds), and a bound counts as
+    ``shown`` when that is within it (treating rounds as independent draws). ``value`` is the
+    ratio of the rows' median times and ``met`` compares it with the bound. Peak memory is not
+    measured (one process holds every row's buffers).
+
+    ``kernels`` (default ``(cfg.kernel,)``): the askd-ref rows run once per kernel, named by
+    :func:`row_name` with the first as the plain name. ``liger``: also the Liger ratio (its loss
+    is checked equal to askd-ref's ``gkd`` first); ignored when liger-kernel does not import.
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    kernels = tuple(kernels) if kernels is not None else (cfg.kernel,)
+    if not kernels or any(k not in get_args(BenchKernel) for k in kernels):
+        raise ValueError(f"kernels must be some of {get_args(BenchKernel)}, got {kernels!r}")
+    _import_all()
+    x = make_inputs(cfg)
+    # The same tensors, with the kernel of each askd-ref row in its configuration.
+    xs = {k: dataclasses.replace(x, cfg=dataclasses.replace(cfg, kernel=k)) for k in kernels}
+    steps: dict[str, Callable[[], Any]] = {}
+    pairs: list[tuple[str, str, str]] = []  # (row, denominator, the row's implementation)
+    with_liger = liger and liger_available()
+    for num, den in PAIRED_RATIOS:
+        if den.startswith("liger") and not with_liger:
+            continue
+        if den.startswith("liger"):
+            small = make_inputs(dataclasses.replace(cfg, tokens=cfg.seq_len, vocab=min(cfg.vocab, 1024)))
+            check_liger_value(small, STEPS[den](small))
+        for k, xk in xs.items():
+            name = row_name(num, k, kernels[0])
+            steps[name] = functools.partial(STEPS[num], xk)
+            pairs.append((name, den, num))
+        steps[den] = functools.partial(STEPS[den], x)
+    impls = list(steps)
+    times: dict[str, list[float]] = {impl: [] for impl in impls}
+    first: dict[str, float] = {}
+    for round_ in range(rounds + 1):
+        for impl in impls if round_ % 2 else reversed(impls):
+            _clear(x)
+            _sync(cfg.device)
+            t0 = time.perf_counter()
+            steps[impl]()
+            _sync(cfg.device)
+            seconds = time.perf_counter() - t0
+            if round_:
+                times[impl].append(seconds)
+            else:
+                first[impl] = seconds
+    medians = {impl: statistics.median(ts) for impl, ts in times.items()}
+    result: dict[str, dict[str, Any]] = {}
+    for name, den, num in pairs:
+        bound = TARGETS[("time_s", num, den)]
+        value = medians[name] / medians[den]
+        per_round = [a / b for a, b in zip(times[name], times[den], strict=True)]
+        paired = statistics.median(per_round)
+        upper = median_upper_bound(per_round, CONFIDENCE)
+        result[f"{name}/{den}"] = {
+            "value": value,
+            "paired": paired,
+            "paired_upper": upper,
+            "confidence": CONFIDENCE,
+            "bound": bound,
+            "met": value <= bound,
+            "shown": upper is not None and upper <= bound,
+        }
+    return {
+        "tokens": cfg.tokens,
+        "vocab": cfg.vocab,
+        "kernels": list(kernels),
+        "rounds": rounds,
+        "times_s": times,
+        "warmup_s": first,
+        "ratios": result,
+    }
+
+
 def _worker_main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m askd_ref.bench.loss")
     parser.add_argument("--config", required=True, help="BenchConfig as JSON")
-    parser.add_argument("--impl", required=True, choices=sorted(STEPS))
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--impl", choices=sorted(STEPS))
+    what.add_argument("--interleaved", type=int, metavar="ROUNDS", help="interleaved_times rounds")
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--no-liger", action="store_true", help="with --interleaved: no Liger ratio")
     args = parser.parse_args(argv)
     cfg = BenchConfig(**json.loads(args.config))
-    result = worker_run(cfg, args.impl, args.repeats)
+    if args.interleaved is not None:
+        result = interleaved_times(cfg, args.interleaved, liger=not args.no_liger)
+    else:
+        result = worker_run(cfg, args.impl, args.repeats)
     print(json.dumps(result))
     return 0
 
@@ -534,17 +654,19 @@ def _worker_main(argv: Sequence[str]) -> int:
 
 
 def _spawn(cfg: BenchConfig, impl: str, repeats: int, timeout: float) -> dict[str, Any]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "askd_ref.bench.loss",
-        "--config",
-        json.dumps(dataclasses.asdict(cfg)),
-        "--impl",
-        impl,
-        "--repeats",
-        str(repeats),
-    ]
+    """:func:`worker_run` of ``impl`` with ``repeats`` passes, in a fresh worker."""
+    return _spawn_worker(cfg, ["--impl", impl, "--repeats", str(repeats)], impl, timeout)
+
+
+def _spawn_interleaved(cfg: BenchConfig, rounds: int, liger: bool, timeout: float) -> dict[str, Any]:
+    """:func:`interleaved_times` with ``rounds`` rounds, in a fresh worker."""
+    args = ["--interleaved", str(rounds), *([] if liger else ["--no-liger"])]
+    return _spawn_worker(cfg, args, "interleaved", timeout)
+
+
+def _spawn_worker(cfg: BenchConfig, args: list[str], impl: str, timeout: float) -> dict[str, Any]:
+    config = json.dumps(dataclasses.asdict(cfg))
+    cmd = [sys.executable, "-m", "askd_ref.bench.loss", "--config", config, *args]
     env = dict(os.environ, TRL_EXPERIMENTAL_SILENCE="1", TQDM_DISABLE="1")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
     if proc.returncode != 0:
@@ -620,26 +742,41 @@ def median_upper_bound(values: Sequence[float], confidence: float = 0.95) -> flo
 
 
 def check_targets(
-    records: Sequence[dict[str, Any]], tokens: int = 4096, vocab: int = 32768
+    records: Sequence[dict[str, Any]],
+    tokens: int = 4096,
+    vocab: int = 32768,
+    interleaved: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """The acceptance ratios at (tokens, vocab): ratio, bound, met. Every bound of
-    :data:`TARGETS` at 4096 × 32768, those of :data:`EVERY_CONFIG_TARGETS` elsewhere."""
+    :data:`TARGETS` at 4096 × 32768, those of :data:`EVERY_CONFIG_TARGETS` elsewhere.
+
+    ``value`` is the ratio of the records' (separate workers') numbers, unless ``interleaved``
+    (an :func:`interleaved_times` result at this configuration) has the ratio: then it is the
+    median per-round ratio, with ``upper`` (its upper confidence bound, or ``None``), ``shown``,
+    ``rounds`` and ``workers_value`` (the separate workers' ratio) beside it. ``met``: value ≤ bound.
+    """
     rows = {r["impl"]: r for r in records if r["tokens"] == tokens and r["vocab"] == vocab}
     keys = TARGETS if (tokens, vocab) == (4096, 32768) else EVERY_CONFIG_TARGETS
+    paired = (interleaved or {}).get("ratios", {})
     result = []
     for quantity, num, den in keys:
         bound = TARGETS[(quantity, num, den)]
         if num in rows and den in rows:
             ratio = rows[num][quantity] / rows[den][quantity]
-            result.append(
-                {
-                    "quantity": quantity,
-                    "ratio": f"{num}/{den}",
-                    "value": ratio,
-                    "bound": bound,
-                    "met": ratio <= bound,
-                }
-            )
+            check: dict[str, Any] = {"quantity": quantity, "ratio": f"{num}/{den}", "value": ratio}
+            rounds = paired.get(f"{num}/{den}") if quantity == "time_s" else None
+            if rounds is not None:
+                check.update(
+                    value=rounds["paired"],
+                    method="interleaved",
+                    rounds=(interleaved or {}).get("rounds"),
+                    upper=rounds["paired_upper"],
+                    confidence=rounds["confidence"],
+                    shown=rounds["shown"],
+                    workers_value=ratio,
+                )
+            check.update(bound=bound, met=check["value"] <= bound)
+            result.append(check)
     return result
 
 
@@ -654,7 +791,11 @@ def configs_of(records: Sequence[dict[str, Any]]) -> list[tuple[int, int]]:
     return sorted({(r["tokens"], r["vocab"]) for r in records}, key=lambda c: (c[0] * c[1], c))
 
 
-def _markdown(records: Sequence[dict[str, Any]], skipped: Sequence[dict[str, Any]]) -> str:
+def _markdown(
+    records: Sequence[dict[str, Any]],
+    skipped: Sequence[dict[str, Any]],
+    interleaved: dict[str, dict[str, Any]] | None = None,
+) -> str:
     lines = [
         "| tokens | vocab | impl | time (s) | peak (MB) | time a/x | memory a/x |",
         "|---:|---:|---|---:|---:|---:|---:|",
@@ -684,6 +825,22 @@ def _markdown(records: Sequence[dict[str, Any]], skipped: Sequence[dict[str, Any
     kernels = sorted({r.get("kernel", "fused") for r in records})
     lines.append(f"askd-ref's chunked rows ran `chunked_loss(kernel=...)` with kernel {', '.join(kernels)}.")
     lines.extend(f"- {n}" for n in notes)
+    if interleaved:
+        lines += [
+            "",
+            "Bounded time ratios with the passes interleaved in one process (median of the per-round",
+            f"ratios, its {CONFIDENCE:.0%} upper confidence bound, the ratio of the median times):",
+            "",
+            "| tokens | vocab | ratio | rounds | median per-round | upper bound | ratio of medians | bound |",
+            "|---:|---:|---|---:|---:|---:|---:|---:|",
+        ]
+        for result in sorted(interleaved.values(), key=lambda r: (r["tokens"] * r["vocab"], r["tokens"])):
+            for name, q in result["ratios"].items():
+                upper = "—" if q["paired_upper"] is None else f"{q['paired_upper']:.3f}"
+                lines.append(
+                    f"| {result['tokens']} | {result['vocab']} | {name} | {result['rounds']} | "
+                    f"{q['paired']:.3f} | {upper} | {q['value']:.3f} | {q['bound']} |"
+                )
     return "\n".join(lines) + "\n"
 
 
@@ -741,10 +898,11 @@ def run_loss_bench(
     dtype: str = "float32",
     repeats: int | None = None,
     chunk_size: int | None = None,
-    kernel: BenchKernel = "fused",
+    kernel: KernelChoice = "auto",
     extras: bool = True,
     liger: bool | None = None,
     only: Sequence[str] | None = None,
+    rounds: int | None = None,
     progress: bool = True,
     memory_fraction: float = 0.7,
     worker_timeout: float = 5400.0,
@@ -758,34 +916,43 @@ def run_loss_bench(
     ``liger``: run the Liger rows (:data:`LIGER_IMPLS`); ``None`` (default): when
     ``liger-kernel`` is importable; ``True`` without it is an error. ``only``: run just these
     implementations (names of :data:`STEPS`), in the usual order. ``kernel``: the chunked
-    kernel of the askd-ref rows (``"fused"`` or ``"compiled"``, see :class:`BenchConfig`).
+    kernel of the askd-ref rows (see :func:`resolve_kernel`; the one run is in every record).
+    ``rounds``: after a configuration's workers, measure the bounded time ratios of
+    :data:`PAIRED_RATIOS` with :func:`interleaved_times` over this many rounds in one more worker
+    (default :data:`QUICK_ROUNDS` under ``quick``, else 0: none); the time checks then use the
+    median per-round ratio, and the details file keeps every pass.
     """
     from tqdm import tqdm
 
-    if kernel == "compiled":
-        from askd_ref import compiled
-
-        if not device.startswith("cpu"):
-            raise ValueError(f"kernel 'compiled' runs on CPU only, got device {device!r}")
-        try:
-            compiled.load()
-        except compiled.CompiledKernelUnavailable as exc:
-            raise ValueError(str(exc)) from exc
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("device 'cuda' requested but torch.cuda.is_available() is False")
+    chosen, why = resolve_kernel(kernel, device)
     if sizes is None:
         sizes = QUICK_SIZES if quick else FULL_SIZES
     if repeats is not None and repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
+    rounds = (QUICK_ROUNDS if quick else 0) if rounds is None else rounds
+    if rounds < 0:
+        raise ValueError(f"rounds must be >= 0, got {rounds}")
     have_liger = liger_available()
     impls = _select_impls(extras, liger, only, have_liger)
     reps = {impl: repeats or (QUICK_REPEATS.get(impl, 1) if quick else 3) for impl in impls}
+    # The interleaved worker measures the ratios whose two rows this run has.
+    paired = [(n, d) for n, d in PAIRED_RATIOS if n in impls and d in impls] if rounds else []
     device_name = describe_device(device)
     records: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
-    details: dict[str, Any] = {"configs": [], "repeats": reps, "environment": _environment(device)}
+    details: dict[str, Any] = {
+        "configs": [],
+        "repeats": reps,
+        "kernel": {"asked": kernel, "ran": chosen, "why": why},
+        "environment": _environment(device),
+    }
+    if paired:
+        details["interleaved"] = {}
     seen: dict[str, tuple[int, float, float]] = {}  # impl → (memory_scale, peak_mb, base_mb)
-    with tqdm(total=len(sizes) * len(impls), desc="askd bench loss", unit="run", disable=not progress) as bar:
+    steps = len(sizes) * (len(impls) + bool(paired))
+    with tqdm(total=steps, desc="askd bench loss", unit="run", disable=not progress) as bar:
         for tokens, vocab in sorted(sizes, key=lambda s: s[0] * s[1]):
             cfg = BenchConfig(
                 tokens=tokens,
@@ -795,7 +962,7 @@ def run_loss_bench(
                 dtype=dtype,
                 device=device,
                 chunk_size=chunk_size,
-                kernel=kernel,
+                kernel=chosen,
             )
             results: dict[str, dict[str, Any]] = {}
             for impl in impls:
@@ -812,6 +979,25 @@ def run_loss_bench(
                 records.append(_record(cfg, impl, result, device_name))
                 bar.update(1)
             details["configs"].append({"config": dataclasses.asdict(cfg), "results": results})
+            if paired:
+                bar.set_postfix_str(f"{tokens}x{vocab} interleaved x{rounds}")
+                key = f"{tokens}x{vocab}"
+                involved = {i for pair in paired for i in pair}
+                if not involved <= set(results):
+                    skipped.append(_not_interleaved(tokens, vocab, "a row it compares was not run"))
+                else:
+                    # One process holds every involved row's buffers at once.
+                    extra = sum(results[i]["peak_mb"] - results[i]["base_mb"] for i in involved)
+                    need = max(results[i]["base_mb"] for i in involved) + extra
+                    budget = _available_mb() * memory_fraction if device == "cpu" else math.inf
+                    if need > budget:
+                        reason = f"predicted peak {need / 1024:.2f} GiB > {budget / 1024:.2f} GiB"
+                        skipped.append(_not_interleaved(tokens, vocab, reason))
+                    else:
+                        with_liger = any(d.startswith("liger") for _, d in paired)
+                        result = _spawn_interleaved(cfg, rounds, with_liger, worker_timeout)
+                        details["interleaved"][key] = result
+                bar.update(1)
     details["liger"] = (
         "run"
         if any(r["impl"] in LIGER_IMPLS for r in records)
@@ -836,26 +1022,86 @@ def write_results(
     records = sorted_records(records)
     details["skipped"] = list(skipped)
     details["ratios"] = ratios(records)
-    details["targets_4096x32768"] = check_targets(records)
-    details["targets"] = {f"{t}x{v}": check_targets(records, t, v) for t, v in configs_of(records)}
+    paired = details.get("interleaved", {})
+    details["targets_4096x32768"] = check_targets(records, interleaved=paired.get("4096x32768"))
+    details["targets"] = {
+        f"{t}x{v}": check_targets(records, t, v, paired.get(f"{t}x{v}")) for t, v in configs_of(records)
+    }
     atomic_write_json(out_dir / "loss-bench.json", records)
     atomic_write_json(out_dir / "loss-bench-details.json", details)
-    atomic_write_text(out_dir / "loss-bench.md", _markdown(records, skipped))
+    atomic_write_text(out_dir / "loss-bench.md", _markdown(records, skipped, paired))
     _plot(records, out_dir / "loss-bench.png", title)
     return records
 
 
-def target_lines(records: Sequence[dict[str, Any]]) -> list[str]:
-    """One printed line per acceptance check of every configuration in ``records``."""
+def target_lines(
+    records: Sequence[dict[str, Any]], interleaved: dict[str, dict[str, Any]] | None = None
+) -> list[str]:
+    """One printed line per acceptance check of every configuration in ``records``
+    (``interleaved``: :func:`interleaved_times` results by ``"<tokens>x<vocab>"``)."""
     lines = []
     for tokens, vocab in configs_of(records):
-        for check in check_targets(records, tokens, vocab):
+        paired = (interleaved or {}).get(f"{tokens}x{vocab}")
+        for check in check_targets(records, tokens, vocab, paired):
             verdict = "met" if check["met"] else "NOT met"
-            lines.append(
+            line = (
                 f"{tokens}x{vocab} {check['quantity']:8s} {check['ratio']:38s} {check['value']:.3f} "
                 f"(bound {check['bound']}): {verdict}"
             )
+            if check.get("method") == "interleaved":
+                if check["upper"] is None:
+                    upper = "too few rounds for an upper bound"
+                else:
+                    holds = "within" if check["shown"] else "NOT within"
+                    upper = f"{check['confidence']:.0%} upper bound {check['upper']:.3f}, {holds} the bound"
+                line += (
+                    f"; median of {check['rounds']} interleaved per-round ratios, {upper}; "
+                    f"separate workers {check['workers_value']:.3f}"
+                )
+            lines.append(line)
     return lines
+
+
+def _not_interleaved(tokens: int, vocab: int, reason: str) -> dict[str, Any]:
+    return {"tokens": tokens, "vocab": vocab, "impl": "interleaved ratios", "reason": reason}
+
+
+def resolve_kernel(kernel: str, device: str) -> tuple[BenchKernel, str]:
+    """The chunked kernel the askd-ref rows run with, and why.
+
+    ``"auto"`` (the driver's default) picks ``"compiled"`` on CPU where the C kernel builds
+    (:func:`askd_ref.compiled.available`), else ``"fused"``: the benchmark measures the fastest
+    kernel the machine runs, and says which. ``chunked_loss``'s own default is ``"fused"``, the
+    eager reference the compiled kernel is tested against. ``"compiled"`` off CPU or without a
+    working C compiler is an error.
+
+    >>> resolve_kernel("fused", "cpu")
+    ('fused', 'asked for')
+    >>> resolve_kernel("auto", "cuda")
+    ('fused', 'auto: the compiled kernel runs on CPU only')
+    """
+    from askd_ref import compiled
+
+    if kernel not in get_args(KernelChoice):
+        raise ValueError(f"kernel must be one of {get_args(KernelChoice)}, got {kernel!r}")
+    if kernel == "fused":
+        return "fused", "asked for"
+    on_cpu = device.startswith("cpu")
+    if kernel == "compiled":
+        if not on_cpu:
+            raise ValueError(f"kernel 'compiled' runs on CPU only, got device {device!r}")
+        try:
+            compiled.load()
+        except compiled.CompiledKernelUnavailable as exc:
+            raise ValueError(str(exc)) from exc
+        return "compiled", "asked for"
+    if not on_cpu:
+        return "fused", "auto: the compiled kernel runs on CPU only"
+    try:
+        compiled.load()
+    except compiled.CompiledKernelUnavailable as exc:
+        return "fused", f"auto: the compiled kernel is unavailable ({str(exc).splitlines()[0]})"
+    return "compiled", "auto: the compiled kernel builds and runs here"
 
 
 def _select_impls(

@@ -18,6 +18,7 @@ measured: :mod:`askd_ref.bench.loss` and ``docs/benchmarks.md``.
 """
 
 import argparse
+import json
 from pathlib import Path
 
 
@@ -70,10 +71,19 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     )
     parser.add_argument(
         "--kernel",
-        choices=["fused", "compiled"],
-        default="fused",
-        help="chunked_loss kernel of the askd-ref rows: fused (eager torch, the default) or compiled "
-        "(the C row kernel, float32 on CPU, built at first use)",
+        choices=["auto", "fused", "compiled"],
+        default="auto",
+        help="chunked_loss kernel of the askd-ref rows: fused (eager torch, chunked_loss's default and "
+        "the reference), compiled (the C row kernel, float32 work on CPU, built at first use) or auto "
+        "(the default: compiled on CPU when a C compiler builds it, else fused)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="also measure askd_chunked/floor and askd_chunked_gkd/liger_jsd_compiled with their passes "
+        "interleaved in one process over this many rounds per configuration, and check those time "
+        "bounds on the median per-round ratio (default 5 with --quick, else 0: off)",
     )
     parser.add_argument(
         "--no-extras",
@@ -121,12 +131,16 @@ def run(args: argparse.Namespace) -> int:
             extras=not (args.no_extras or args.quick),
             liger=False if args.no_liger else None,
             only=None if args.impls is None else [i.strip() for i in args.impls.split(",") if i.strip()],
+            rounds=args.rounds,
             progress=not args.quiet,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    details = json.loads((args.out / "loss-bench-details.json").read_text(encoding="utf-8"))
     print((args.out / "loss-bench.md").read_text(encoding="utf-8"))
-    print("\n".join(target_lines(records)))
+    kernel = details["kernel"]
+    print(f"askd-ref rows: kernel {kernel['ran']} ({kernel['why']})")
+    print("\n".join(target_lines(records, details.get("interleaved"))))
     print(f"wrote {args.out / 'loss-bench.json'} and {args.out / 'loss-bench.png'}")
     return 0
 
