@@ -45,6 +45,13 @@ small warm-up, then ``repeats`` forward + backward passes on the full-size input
 median of those passes. Peak memory is that process's peak RSS (``VmHWM``) after the first
 pass on CPU, ``torch.cuda.max_memory_allocated`` on GPU. The implementations of one
 configuration run one after another in the same ``askd bench loss`` run, on identical inputs.
+With ``rounds`` (5 under ``--quick``) one more worker measures the bounded time ratios of
+:data:`PAIRED_RATIOS` with their passes interleaved (:func:`interleaved_times`), and those time
+checks use its median per-round ratio.
+
+The askd-ref rows run with the chunked kernel :func:`resolve_kernel` picks: by default
+(``"auto"``) the compiled C kernel where it builds on CPU, else the eager ``"fused"`` kernel,
+which is ``chunked_loss``'s default and the reference.
 """
 
 import argparse
@@ -857,7 +864,8 @@ def _plot(records: Sequence[dict[str, Any]], path: Path, title: str) -> None:
     keys = sorted({(r["tokens"], r["vocab"]) for r in records})
     order = [i for i in (*IMPLS, *EXTRA_IMPLS, *LIGER_IMPLS) if any(r["impl"] == i for r in records)]
     colours = {impl: f"C{k}" for k, impl in enumerate(order)}
-    fig, axes = plt.subplots(2, len(keys), figsize=(3.6 * len(keys) + 1.0, 6.4), squeeze=False)
+    width = max(3.6 * len(keys) + 1.0, 6.0)  # room for the title with one configuration
+    fig, axes = plt.subplots(2, len(keys), figsize=(width, 6.6), squeeze=False)
     quantities = (("time_s", "forward + backward (s)", "{:.1f}"), ("peak_mb", "peak memory (MB)", "{:.0f}"))
     for col, key in enumerate(keys):
         rows = {r["impl"]: r for r in records if (r["tokens"], r["vocab"]) == key}
@@ -1006,7 +1014,7 @@ def run_loss_bench(
         if any(r["impl"] in LIGER_IMPLS for r in records)
         else ("not run: liger_kernel.chunked_loss does not import" if not have_liger else "not run: disabled")
     )
-    title = f"askd bench loss on {device_name} ({dtype}, hidden {hidden})"
+    title = f"askd bench loss on {device_name}\n{dtype}, hidden {hidden}, askd-ref kernel {chosen}"
     return write_results(Path(out_dir), records, skipped, details, title)
 
 

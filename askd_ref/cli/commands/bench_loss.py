@@ -2,7 +2,7 @@
 
 ::
 
-    askd bench loss --out runs/bench-loss --quick # 4096 tokens, vocab 32768 (~2 minutes)
+    askd bench loss --out runs/bench-loss --quick # 4096 tokens, vocab 32768 (~6 minutes)
     askd bench loss --out runs/bench-loss         # {1024,4096,16384} tokens x vocab {32768,151936}
 
 When ``liger-kernel`` is importable, the rows ``askd_chunked_gkd``, ``liger_jsd`` (eager) and
@@ -30,7 +30,7 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
         description=(
             "Forward+backward time and peak memory of askd-ref's chunked loss against full-logit\n"
             "implementations (askd full, DistiLLM-2, TRL's GKD loss).\n\n"
-            "  askd bench loss --out runs/bench-loss --quick # 4096 tokens, vocab 32768 (~2 minutes)\n"
+            "  askd bench loss --out runs/bench-loss --quick # 4096 tokens, vocab 32768 (~6 minutes)\n"
             "  askd bench loss --out runs/bench-loss         # {1024,4096,16384} tokens x vocab\n"
             "                                                # {32768,151936}\n\n"
             "Writes loss-bench.json, loss-bench-details.json, loss-bench.md (the table) and\n"
@@ -40,7 +40,10 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     )
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     parser.add_argument(
-        "--quick", action="store_true", help="4096 tokens and vocab 32768 only, fewer passes, no extra rows"
+        "--quick",
+        action="store_true",
+        help="4096 tokens and vocab 32768 only, fewer passes, no extra rows, and 5 interleaved rounds "
+        "of the bounded time ratios (see --rounds)",
     )
     parser.add_argument(
         "--sizes",
