@@ -938,13 +938,11 @@ def run_loss_bench(
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("device 'cuda' requested but torch.cuda.is_available() is False")
     chosen, why = resolve_kernel(kernel, device)
-    if sizes is None:
-        sizes = QUICK_SIZES if quick else FULL_SIZES
-    if repeats is not None and repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    sizes = (QUICK_SIZES if quick else FULL_SIZES) if sizes is None else sizes
     rounds = (QUICK_ROUNDS if quick else 0) if rounds is None else rounds
-    if rounds < 0:
-        raise ValueError(f"rounds must be >= 0, got {rounds}")
+    for name, value, least in (("repeats", repeats, 1), ("rounds", rounds, 0)):
+        if value is not None and value < least:
+            raise ValueError(f"{name} must be >= {least}, got {value}")
     have_liger = liger_available()
     impls = _select_impls(extras, liger, only, have_liger)
     reps = {impl: repeats or (QUICK_REPEATS.get(impl, 1) if quick else 3) for impl in impls}
@@ -965,16 +963,7 @@ def run_loss_bench(
     steps = len(sizes) * (len(impls) + bool(paired))
     with tqdm(total=steps, desc="askd bench loss", unit="run", disable=not progress) as bar:
         for tokens, vocab in sorted(sizes, key=lambda s: s[0] * s[1]):
-            cfg = BenchConfig(
-                tokens=tokens,
-                vocab=vocab,
-                hidden=hidden,
-                seq_len=seq_len,
-                dtype=dtype,
-                device=device,
-                chunk_size=chunk_size,
-                kernel=chosen,
-            )
+            cfg = BenchConfig(tokens, vocab, hidden, seq_len, dtype, device, chunk_size, kernel=chosen)
             results: dict[str, dict[str, Any]] = {}
             for impl in impls:
                 bar.set_postfix_str(f"{tokens}x{vocab} {impl}")
@@ -992,22 +981,8 @@ def run_loss_bench(
             details["configs"].append({"config": dataclasses.asdict(cfg), "results": results})
             if paired:
                 bar.set_postfix_str(f"{tokens}x{vocab} interleaved x{rounds}")
-                key = f"{tokens}x{vocab}"
-                involved = {i for pair in paired for i in pair}
-                if not involved <= set(results):
-                    skipped.append(_not_interleaved(tokens, vocab, "a row it compares was not run"))
-                else:
-                    # One process holds every involved row's buffers at once.
-                    extra = sum(results[i]["peak_mb"] - results[i]["base_mb"] for i in involved)
-                    need = max(results[i]["base_mb"] for i in involved) + extra
-                    budget = _available_mb() * memory_fraction if device == "cpu" else math.inf
-                    if need > budget:
-                        reason = f"predicted peak {need / 1024:.2f} GiB > {budget / 1024:.2f} GiB"
-                        skipped.append(_not_interleaved(tokens, vocab, reason))
-                    else:
-                        with_liger = any(d.startswith("liger") for _, d in paired)
-                        result = _spawn_interleaved(cfg, rounds, with_liger, worker_timeout)
-                        details["interleaved"][key] = result
+                budget = _available_mb() * memory_fraction if device == "cpu" else math.inf
+                _interleave(cfg, paired, results, rounds, budget, worker_timeout, details, skipped)
                 bar.update(1)
     details["liger"] = (
         "run"
@@ -1073,8 +1048,35 @@ def target_lines(
     return lines
 
 
-def _not_interleaved(tokens: int, vocab: int, reason: str) -> dict[str, Any]:
-    return {"tokens": tokens, "vocab": vocab, "impl": "interleaved ratios", "reason": reason}
+def _interleave(
+    cfg: BenchConfig,
+    paired: Sequence[tuple[str, str]],
+    results: dict[str, dict[str, Any]],
+    rounds: int,
+    budget: float,
+    timeout: float,
+    details: dict[str, Any],
+    skipped: list[dict[str, Any]],
+) -> None:
+    """The interleaved worker of one configuration, its result into ``details["interleaved"]``;
+    or, into ``skipped``, why it cannot run: a row it compares was not run, or the rows it holds
+    at once (their peaks above the baseline, added) would not fit ``budget`` MiB."""
+    involved = {i for pair in paired for i in pair}
+    reason = None
+    if not involved <= set(results):
+        reason = "a row it compares was not run"
+    else:
+        need = max(results[i]["base_mb"] for i in involved)
+        need += sum(results[i]["peak_mb"] - results[i]["base_mb"] for i in involved)
+        if need > budget:
+            reason = f"predicted peak {need / 1024:.2f} GiB > {budget / 1024:.2f} GiB"
+    if reason is not None:
+        skipped.append(
+            {"tokens": cfg.tokens, "vocab": cfg.vocab, "impl": "interleaved ratios", "reason": reason}
+        )
+        return
+    with_liger = any(d.startswith("liger") for _, d in paired)
+    details["interleaved"][f"{cfg.tokens}x{cfg.vocab}"] = _spawn_interleaved(cfg, rounds, with_liger, timeout)
 
 
 def resolve_kernel(kernel: str, device: str) -> tuple[BenchKernel, str]:

@@ -72,6 +72,13 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
         default=None,
         help="chunk size of askd_chunked (default: the library's default)",
     )
+    _add_row_arguments(parser)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def _add_row_arguments(parser: argparse.ArgumentParser) -> None:
+    """Which rows run and how: ``--kernel``, ``--rounds``, ``--no-extras``, ``--no-liger``, ``--impls``."""
     parser.add_argument(
         "--kernel",
         choices=["auto", "fused", "compiled"],
@@ -104,8 +111,6 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
         default=None,
         help="comma-separated implementations to run instead of the default set, e.g. askd_chunked,floor",
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
