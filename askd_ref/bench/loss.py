@@ -960,6 +960,10 @@ def run_loss_bench(
     if paired:
         details["interleaved"] = {}
     seen: dict[str, tuple[int, float, float]] = {}  # impl → (memory_scale, peak_mb, base_mb)
+
+    def budget() -> float:  # MiB a worker may use now
+        return _available_mb() * memory_fraction if device == "cpu" else math.inf
+
     steps = len(sizes) * (len(impls) + bool(paired))
     with tqdm(total=steps, desc="askd bench loss", unit="run", disable=not progress) as bar:
         for tokens, vocab in sorted(sizes, key=lambda s: s[0] * s[1]):
@@ -967,8 +971,7 @@ def run_loss_bench(
             results: dict[str, dict[str, Any]] = {}
             for impl in impls:
                 bar.set_postfix_str(f"{tokens}x{vocab} {impl}")
-                budget = _available_mb() * memory_fraction if device == "cpu" else math.inf
-                reason = _over_budget(seen.get(impl), memory_scale(impl, tokens, vocab), budget)
+                reason = _over_budget(seen.get(impl), memory_scale(impl, tokens, vocab), budget())
                 if reason is not None:
                     skipped.append({"tokens": tokens, "vocab": vocab, "impl": impl, "reason": reason})
                     bar.update(1)
@@ -981,8 +984,7 @@ def run_loss_bench(
             details["configs"].append({"config": dataclasses.asdict(cfg), "results": results})
             if paired:
                 bar.set_postfix_str(f"{tokens}x{vocab} interleaved x{rounds}")
-                budget = _available_mb() * memory_fraction if device == "cpu" else math.inf
-                _interleave(cfg, paired, results, rounds, budget, worker_timeout, details, skipped)
+                _interleave(cfg, paired, results, rounds, budget(), worker_timeout, details, skipped)
                 bar.update(1)
     details["liger"] = (
         "run"
@@ -1099,22 +1101,18 @@ def resolve_kernel(kernel: str, device: str) -> tuple[BenchKernel, str]:
         raise ValueError(f"kernel must be one of {get_args(KernelChoice)}, got {kernel!r}")
     if kernel == "fused":
         return "fused", "asked for"
-    on_cpu = device.startswith("cpu")
-    if kernel == "compiled":
-        if not on_cpu:
+    asked = kernel == "compiled"
+    if not device.startswith("cpu"):
+        if asked:
             raise ValueError(f"kernel 'compiled' runs on CPU only, got device {device!r}")
-        try:
-            compiled.load()
-        except compiled.CompiledKernelUnavailable as exc:
-            raise ValueError(str(exc)) from exc
-        return "compiled", "asked for"
-    if not on_cpu:
         return "fused", "auto: the compiled kernel runs on CPU only"
     try:
         compiled.load()
     except compiled.CompiledKernelUnavailable as exc:
+        if asked:
+            raise ValueError(str(exc)) from exc
         return "fused", f"auto: the compiled kernel is unavailable ({str(exc).splitlines()[0]})"
-    return "compiled", "auto: the compiled kernel builds and runs here"
+    return "compiled", "asked for" if asked else "auto: the compiled kernel builds and runs here"
 
 
 def _select_impls(
